@@ -1,0 +1,1 @@
+"""Preset configs (JSON), installed as eelbert/configs."""

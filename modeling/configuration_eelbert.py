@@ -1,0 +1,248 @@
+"""EELBERT model configuration: BERT's encoder fields plus the dynamic-embedding (hash) fields."""
+
+import json
+import re
+from pathlib import Path
+
+from transformers import PreTrainedConfig
+
+from .hashing_eelbert import HASH_FUNCTIONS, HASH_VERSION, SUPPORTED_HASH_VERSIONS
+
+
+# Every Auto class a checkpoint loads with. save_pretrained only writes the entries of the config and the
+# class being saved, so the config carries all of them (module names are the files saved beside it).
+AUTO_MAP = {
+    "AutoConfig": "configuration_eelbert.EelbertConfig",
+    "AutoModel": "modeling_eelbert.EelbertModel",
+    "AutoModelForMaskedLM": "modeling_eelbert.EelbertForMaskedLM",
+    "AutoModelForSequenceClassification": "modeling_eelbert.EelbertForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_eelbert.EelbertForTokenClassification",
+    "AutoModelForQuestionAnswering": "modeling_eelbert.EelbertForQuestionAnswering",
+    "AutoModelForMultipleChoice": "modeling_eelbert.EelbertForMultipleChoice",
+}
+MLM_DECODERS = ("hash", "learned")
+_UNUSED_TOKEN = re.compile(r"\[unused\d+\]")
+# The presets ship with the eelbert package (eelbert/configs beside eelbert/modeling; configs/ in the repo).
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def vocabulary_of(tokenizer) -> tuple[list[str], list[str], str | None]:
+    """The token string of every id of a Hugging Face tokenizer, its special tokens, and its WordPiece
+    continuation prefix. BERT's `[unusedN]` placeholders count as special (they are not words)."""
+    size = len(tokenizer)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(size)))
+    missing = [i for i, t in enumerate(tokens) if t is None]
+    if missing:
+        raise ValueError(f"the tokenizer has no token for ids {missing[:5]}: its ids must run from 0 to {size - 1}")
+    special = set(tokenizer.all_special_tokens)
+    special.update(t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special)
+    special.update(t for t in tokens if _UNUSED_TOKEN.fullmatch(t))
+    prefix = None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        prefix = getattr(backend.model, "continuing_subword_prefix", None)
+    elif hasattr(tokenizer, "wordpiece_tokenizer"):
+        prefix = "##"
+    return tokens, [t for t in tokens if t in special], prefix
+
+
+class EelbertConfig(PreTrainedConfig):
+    r"""
+    Configuration of an EELBERT model: a BERT whose input word embeddings are computed from each token's
+    string by a parameter-free n-gram hash (EELBERT, Cohn et al., EMNLP 2023, arXiv 2310.20144).
+
+    Encoder fields (same meaning as in `BertConfig`):
+        vocab_size (`int`): number of token ids. Derived from `vocab` when omitted; must equal `len(vocab)`.
+        hidden_size (`int`, 768), num_hidden_layers (`int`, 12), num_attention_heads (`int`, 12),
+        intermediate_size (`int`, 3072), hidden_act (`str`, "gelu"), hidden_dropout_prob (`float`, 0.1),
+        attention_probs_dropout_prob (`float`, 0.1), max_position_embeddings (`int`, 512),
+        type_vocab_size (`int`, 2), initializer_range (`float`, 0.02), layer_norm_eps (`float`, 1e-12),
+        pad_token_id (`int`, 0), classifier_dropout (`float`, None = hidden_dropout_prob).
+
+    Dynamic-embedding fields:
+        vocab (`list[str]`): the string of every token id. The embedding of id i is the hash embedding of
+            `vocab[i]`; a model cannot be built without it (see `EelbertConfig.from_tokenizer`).
+        special_tokens (`list[str]`): tokens embedded whole (one hash of the string) instead of by n-grams.
+        continuing_subword_prefix (`str`, "##"): WordPiece's mark of a word-internal piece; such pieces are
+            hashed without it and without the word-start marker. None for vocabularies without one.
+        embedding_size (`int`, None = hidden_size): dimension d of the hash embedding.
+        max_ngram_order (`int`, 3): n-grams of orders 1..N are pooled; order n gets d*n/(N(N+1)/2) dims.
+        hash_function (`str`, "murmur3"): "murmur3" (MurmurHash3_x86_32) or "rolling" (polynomial hash).
+        hash_seed (`int`, 0): seed of the n-gram hash.
+        hash_version (`int`, 1): version of the hashing algorithm the checkpoint was trained with.
+        embedding_projection (`bool`, None = embedding_size != hidden_size): put a learned
+            `Linear(embedding_size, hidden_size)` after the hash embedding.
+        mlm_decoder (`str`, "hash"): the masked-LM output layer. "hash" scores tokens against the fixed
+            hash table (no vocabulary-sized matrix to store); "learned" uses a `Linear(embedding_size, vocab_size)`.
+        preset (`str`): the name of the preset the config was made from, if any (informational).
+    """
+
+    model_type = "eelbert"
+
+    def __init__(
+        self,
+        vocab_size=None,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+        initializer_range=0.02,
+        layer_norm_eps=1e-12,
+        pad_token_id=0,
+        classifier_dropout=None,
+        vocab=None,
+        special_tokens=None,
+        continuing_subword_prefix="##",
+        embedding_size=None,
+        max_ngram_order=3,
+        hash_function="murmur3",
+        hash_seed=0,
+        hash_version=HASH_VERSION,
+        embedding_projection=None,
+        mlm_decoder="hash",
+        preset=None,
+        **kwargs,
+    ):
+        kwargs.pop("auto_map", None)  # always the complete map below
+        kwargs.setdefault("tie_word_embeddings", False)  # the decoder ties to a buffer, not a parameter
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        self.vocab = list(vocab) if vocab is not None else None
+        self.vocab_size = vocab_size if vocab_size is not None or vocab is None else len(self.vocab)
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.classifier_dropout = classifier_dropout
+        self.special_tokens = list(special_tokens) if special_tokens is not None else []
+        self.continuing_subword_prefix = continuing_subword_prefix
+        self.embedding_size = embedding_size if embedding_size is not None else hidden_size
+        self.max_ngram_order = max_ngram_order
+        self.hash_function = hash_function
+        self.hash_seed = hash_seed
+        self.hash_version = hash_version
+        self.embedding_projection = (
+            embedding_projection if embedding_projection is not None else self.embedding_size != hidden_size
+        )
+        self.mlm_decoder = mlm_decoder
+        self.preset = preset
+        self.auto_map = dict(AUTO_MAP)
+        self._check()
+
+    def _check(self):
+        """Raise a ValueError naming the field for any value a model cannot be built from."""
+
+        def positive(name):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size", "embedding_size", "max_ngram_order"):
+            positive(name)
+        if self.vocab_size is not None:
+            positive("vocab_size")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads ({self.num_attention_heads})"
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        orders = self.max_ngram_order * (self.max_ngram_order + 1) // 2
+        if self.embedding_size < orders:
+            raise ValueError(
+                f"embedding_size ({self.embedding_size}) cannot be partitioned among n-gram orders 1..{self.max_ngram_order}: "
+                f"it must be at least {orders} (= N(N+1)/2) so that every order gets a dimension"
+            )
+        if self.hash_function not in HASH_FUNCTIONS:
+            raise ValueError(f"hash_function must be one of {HASH_FUNCTIONS}, got {self.hash_function!r}")
+        if self.hash_version not in SUPPORTED_HASH_VERSIONS:
+            raise ValueError(
+                f"hash_version={self.hash_version} is not known to this code (it knows {SUPPORTED_HASH_VERSIONS}); "
+                "the checkpoint was made by a newer EELBERT: update its modeling files or the eelbert package"
+            )
+        if not isinstance(self.hash_seed, int) or not 0 <= self.hash_seed < 2**32:
+            raise ValueError(f"hash_seed must be an integer in [0, 2**32), got {self.hash_seed!r}")
+        if self.mlm_decoder not in MLM_DECODERS:
+            raise ValueError(f"mlm_decoder must be one of {MLM_DECODERS}, got {self.mlm_decoder!r}")
+        if self.embedding_size != self.hidden_size and not self.embedding_projection:
+            raise ValueError(
+                f"embedding_projection must be true when embedding_size ({self.embedding_size}) != hidden_size ({self.hidden_size})"
+            )
+        if self.vocab is not None:
+            if not all(isinstance(t, str) for t in self.vocab):
+                raise ValueError("vocab must be a list of strings")
+            if self.vocab_size != len(self.vocab):
+                raise ValueError(
+                    f"vocab_size ({self.vocab_size}) disagrees with the vocabulary, which has {len(self.vocab)} tokens"
+                )
+            if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+                raise ValueError(f"pad_token_id ({self.pad_token_id}) is outside the vocabulary of {self.vocab_size} tokens")
+
+    @classmethod
+    def from_preset(cls, name_or_path, tokenizer=None, **overrides) -> "EelbertConfig":
+        """A config from a named preset (`eelbert-base`, `eelbert-mini`, `eelbert-tiny`, `uno-eelbert`) or a
+        preset JSON file, with `overrides` applied and, if given, bound to `tokenizer` (or a list of tokens)."""
+        path = Path(name_or_path)
+        if not path.suffix == ".json":
+            path = PRESETS_DIR / f"{name_or_path}.json"
+        if not path.is_file():
+            known = sorted(p.stem for p in PRESETS_DIR.glob("*.json")) if PRESETS_DIR.is_dir() else []
+            raise ValueError(f"unknown preset {str(name_or_path)!r}: known presets are {known} (or pass a .json path)")
+        fields = json.loads(path.read_text())
+        if fields.pop("model_type", cls.model_type) != cls.model_type:
+            raise ValueError(f"preset {str(name_or_path)!r} is not an EELBERT config (it is a plain-BERT baseline)")
+        fields.setdefault("preset", path.stem)
+        config = cls(**{**fields, **overrides})
+        if tokenizer is not None:
+            config.set_vocab(tokenizer)
+        return config
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, **kwargs) -> "EelbertConfig":
+        """A config bound to a tokenizer's vocabulary (strings, special tokens, continuation prefix, pad id)."""
+        config = cls(**kwargs)
+        config.set_vocab(tokenizer)
+        return config
+
+    def set_vocab(self, tokenizer_or_tokens, special_tokens=None):
+        """Bind a vocabulary: a Hugging Face tokenizer, or a list of token strings (id order) with
+        optional `special_tokens`. Sets `vocab`, `vocab_size` and, for a tokenizer, the special tokens,
+        continuation prefix and pad id."""
+        if isinstance(tokenizer_or_tokens, (list, tuple)):
+            tokens = list(tokenizer_or_tokens)
+            special = list(special_tokens) if special_tokens is not None else []
+            prefix = self.continuing_subword_prefix
+        else:
+            tokenizer = tokenizer_or_tokens
+            tokens, special, prefix = vocabulary_of(tokenizer)
+            if special_tokens is not None:
+                special = list(special_tokens)
+            if tokenizer.pad_token_id is not None:
+                self.pad_token_id = tokenizer.pad_token_id
+        self.vocab, self.vocab_size, self.special_tokens = tokens, len(tokens), special
+        self.continuing_subword_prefix = prefix
+        self._check()
+
+    def __repr__(self):
+        # The vocabulary is tens of thousands of strings: show its size, not its contents.
+        shown = self.to_dict()
+        for name in ("vocab", "special_tokens"):
+            if shown.get(name) is not None:
+                shown[name] = f"<{len(shown[name])} tokens>"
+        return f"{self.__class__.__name__} {shown}"
+
+
+__all__ = ["EelbertConfig", "vocabulary_of"]

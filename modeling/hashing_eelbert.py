@@ -1,0 +1,241 @@
+"""EELBERT's dynamic embedding: a parameter-free function from a token string to a vector.
+
+Every published checkpoint depends on the exact values computed here (see `HASH_VERSION`). For one
+vocabulary token `t` and `d = embedding_size` dimensions:
+
+1. Marking. A continuation piece `##xyz` is hashed as `xyz`; any other token gets the start marker
+   U+0002 in front (`\\x02xyz`), so `ing` and `##ing` differ but share n-grams.
+2. Special tokens are not split: token `s` gets `project(sig(s))` over all d dimensions.
+3. N-grams: for each order n = 1..N, every window of n code points of the marked string.
+4. Signature: `sig(g) = MurmurHash3_x86_32(utf8(g), hash_seed) mod B`, B = 2**31 - 1, i.e.
+   `mmh3.hash(g, hash_seed, signed=False) % B`; or, with `hash_function="rolling"`,
+   `h = hash_seed mod B; for each code point c: h = (h * 1_000_003 + c) mod B`.
+5. Projection. Order n owns `floor(d * n / (N(N+1)/2))` consecutive dimensions (the remainder goes
+   to order N). Dimension k has the weight
+   `w_k = 1 + mmh3.hash(f"eelbert-projection-{k}", 0, signed=False) % (B - 1)`, and an n-gram
+   contributes `v_k = (sig * w_k) mod B`, shifted to `v_k - B` when `v_k > B / 2`.
+6. Pooling. Dimension k of `E(t)` is `sum(v_k over the token's n-grams of that order)
+   / (count * B / 2)`, computed in float64 and rounded to float32; zero when the order has no n-gram.
+
+Everything is integer arithmetic until the final division, so the result does not depend on the
+summation order, the device, the process or the library versions. The implementation below is
+vectorised over all n-grams of all tokens with torch int64 tensors (MurmurHash3 included), so this
+file needs nothing but torch.
+"""
+
+import torch
+
+
+HASH_VERSION = 1  # bump on any change to the steps above; old checkpoints then fail loudly
+SUPPORTED_HASH_VERSIONS = (1,)
+HASH_FUNCTIONS = ("murmur3", "rolling")
+WORD_START_MARKER = "\x02"  # BERT's normalizer strips control characters, so it never occurs in a token
+SIGNATURE_MODULUS = 2**31 - 1  # B
+ROLLING_HASH_BASE = 1_000_003
+
+_MASK32 = 0xFFFFFFFF
+
+
+def order_dimensions(embedding_size: int, max_ngram_order: int) -> list[int]:
+    """Number of dimensions owned by each n-gram order 1..N (proportional to n, remainder to N)."""
+    total = max_ngram_order * (max_ngram_order + 1) // 2
+    dims = [embedding_size * n // total for n in range(1, max_ngram_order + 1)]
+    dims[-1] += embedding_size - sum(dims)
+    return dims
+
+
+# ---- MurmurHash3_x86_32, vectorised with int64 tensors holding unsigned 32-bit values ----
+
+
+def _mul32(x: torch.Tensor, constant: int) -> torch.Tensor:
+    # (x * constant) mod 2**32 without int64 overflow: split the constant into 16-bit halves.
+    low, high = constant & 0xFFFF, constant >> 16
+    return (x * low + (((x * high) & 0xFFFF) << 16)) & _MASK32
+
+
+def _rotl32(x: torch.Tensor, r: int) -> torch.Tensor:
+    return ((x << r) | (x >> (32 - r))) & _MASK32
+
+
+def _scramble(k: torch.Tensor) -> torch.Tensor:
+    return _mul32(_rotl32(_mul32(k, 0xCC9E2D51), 15), 0x1B873593)
+
+
+def murmur3_32(data: torch.Tensor, lengths: torch.Tensor, seed: int) -> torch.Tensor:
+    """MurmurHash3_x86_32 of each row of `data` ([rows, width] int64 bytes, zero after `lengths`)."""
+    rows, width = data.shape
+    data = torch.nn.functional.pad(data, (0, 4 - width % 4 + 4))  # room for the tail of a full row
+    h = torch.full((rows,), seed & _MASK32, dtype=torch.int64)
+    num_blocks = lengths // 4
+    for block in range(width // 4):
+        b = data[:, 4 * block : 4 * block + 4]
+        k = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16) | (b[:, 3] << 24)
+        mixed = _rotl32(h ^ _scramble(k), 13)
+        mixed = (mixed * 5 + 0xE6546B64) & _MASK32
+        h = torch.where(block < num_blocks, mixed, h)
+    # Tail: the 0-3 bytes after the last full block (bytes past the length are zero, so k = 0 is a no-op).
+    tail_start = (4 * num_blocks).unsqueeze(1) + torch.arange(3)
+    t = data.gather(1, tail_start)
+    h = h ^ _scramble(t[:, 0] | (t[:, 1] << 8) | (t[:, 2] << 16))
+    h = h ^ lengths
+    h = h ^ (h >> 16)
+    h = _mul32(h, 0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = _mul32(h, 0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def _utf8(code_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """UTF-8 bytes of each row of code points ([rows, n], -1 = absent) -> ([rows, 4n] bytes, lengths)."""
+    cp = code_points
+    rows, n = cp.shape
+    nbytes = torch.where(cp < 0, 0, 1 + (cp >= 0x80).long() + (cp >= 0x800).long() + (cp >= 0x10000).long())
+    cont = lambda shift: 0x80 | ((cp >> shift) & 0x3F)  # noqa: E731  (a continuation byte)
+    candidates = {
+        1: [cp, cp, cp, cp],
+        2: [0xC0 | (cp >> 6), cont(0), cont(0), cont(0)],
+        3: [0xE0 | (cp >> 12), cont(6), cont(0), cont(0)],
+        4: [0xF0 | (cp >> 18), cont(12), cont(6), cont(0)],
+    }
+    byte_values = torch.zeros(rows, n, 4, dtype=torch.int64)
+    for size, parts in candidates.items():
+        byte_values = torch.where((nbytes == size).unsqueeze(-1), torch.stack(parts, -1), byte_values)
+    offsets = nbytes.cumsum(1) - nbytes
+    positions = offsets.unsqueeze(-1) + torch.arange(4)
+    valid = torch.arange(4) < nbytes.unsqueeze(-1)
+    out = torch.zeros(rows, 4 * n, dtype=torch.int64)
+    row_index = torch.arange(rows).view(rows, 1, 1).expand(rows, n, 4)
+    out[row_index[valid], positions[valid]] = byte_values[valid]
+    return out, nbytes.sum(1)
+
+
+def _signatures(code_points: torch.Tensor, hash_function: str, seed: int) -> torch.Tensor:
+    """sig(g) in [0, B) for each row of code points ([rows, n], -1 = absent)."""
+    if hash_function == "murmur3":
+        data, lengths = _utf8(code_points)
+        return murmur3_32(data, lengths, seed) % SIGNATURE_MODULUS
+    if hash_function == "rolling":
+        h = torch.full(code_points.shape[:1], seed % SIGNATURE_MODULUS, dtype=torch.int64)
+        for column in code_points.unbind(1):
+            h = torch.where(column >= 0, (h * ROLLING_HASH_BASE + column) % SIGNATURE_MODULUS, h)
+        return h
+    raise ValueError(f"hash_function must be one of {HASH_FUNCTIONS}, got {hash_function!r}")
+
+
+def projection_weights(embedding_size: int) -> torch.Tensor:
+    """The integer weight w_k in [1, B) of each dimension k (depends on k only)."""
+    names = [f"eelbert-projection-{k}" for k in range(embedding_size)]
+    data, lengths = _utf8(_code_point_rows(names))
+    return 1 + murmur3_32(data, lengths, 0) % (SIGNATURE_MODULUS - 1)
+
+
+def _project(signatures: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Centered integer projection v in [-(B-1)/2, (B-1)/2]: [rows] x [dims] -> [rows, dims] int64."""
+    v = (signatures.unsqueeze(1) * weights) % SIGNATURE_MODULUS
+    return torch.where(v > SIGNATURE_MODULUS // 2, v - SIGNATURE_MODULUS, v)
+
+
+# ---- Strings to code points ----
+
+
+def _flat_code_points(strings: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """All strings' code points back to back (int64) and each string's length."""
+    try:
+        encoded = "".join(strings).encode("utf-32-le")
+    except UnicodeEncodeError as error:
+        bad = next(s for s in strings if not _encodable(s))
+        raise ValueError(f"token {bad!r} is not valid Unicode (lone surrogate): {error.reason}") from None
+    flat = torch.frombuffer(bytearray(encoded), dtype=torch.int32).long() if encoded else torch.zeros(0, dtype=torch.long)
+    return flat, torch.tensor([len(s) for s in strings], dtype=torch.int64)
+
+
+def _encodable(s: str) -> bool:
+    try:
+        s.encode("utf-32-le")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _code_point_rows(strings: list[str]) -> torch.Tensor:
+    """[len(strings), longest] code points, -1 after each string's end."""
+    flat, lengths = _flat_code_points(strings)
+    rows = torch.full((len(strings), int(lengths.max()) if len(strings) else 0), -1, dtype=torch.int64)
+    row_of = torch.repeat_interleave(torch.arange(len(strings)), lengths)
+    starts = lengths.cumsum(0) - lengths
+    rows[row_of, torch.arange(flat.numel()) - starts[row_of]] = flat
+    return rows
+
+
+def mark_token(token: str, continuing_subword_prefix: str | None = "##") -> str:
+    """Step 1: strip the continuation prefix, or put the word-start marker in front."""
+    if continuing_subword_prefix and token.startswith(continuing_subword_prefix) and len(token) > len(continuing_subword_prefix):
+        return token[len(continuing_subword_prefix) :]
+    return WORD_START_MARKER + token
+
+
+# ---- The embedding table ----
+
+
+def hash_embedding_table(
+    tokens: list[str],
+    *,
+    embedding_size: int,
+    max_ngram_order: int = 3,
+    hash_function: str = "murmur3",
+    hash_seed: int = 0,
+    special_tokens: list[str] | tuple[str, ...] = (),
+    continuing_subword_prefix: str | None = "##",
+    hash_version: int = HASH_VERSION,
+) -> torch.Tensor:
+    """E(t) for every token: a [len(tokens), embedding_size] float32 tensor on the CPU."""
+    if hash_version not in SUPPORTED_HASH_VERSIONS:
+        raise ValueError(
+            f"hash_version={hash_version} is not known to this code (it knows {SUPPORTED_HASH_VERSIONS}); "
+            "the checkpoint was made by a newer EELBERT: update its modeling files or the eelbert package."
+        )
+    if hash_function not in HASH_FUNCTIONS:
+        raise ValueError(f"hash_function must be one of {HASH_FUNCTIONS}, got {hash_function!r}")
+    weights = projection_weights(embedding_size)
+    table = torch.zeros(len(tokens), embedding_size, dtype=torch.float64)
+    half_modulus = SIGNATURE_MODULUS / 2
+
+    special = set(special_tokens)
+    special_ids, pooled_ids, marked = [], [], []
+    for i, token in enumerate(tokens):
+        if token in special:
+            special_ids.append(i)
+        else:
+            pooled_ids.append(i)
+            marked.append(mark_token(token, continuing_subword_prefix))
+
+    if special_ids:
+        signatures = _signatures(_code_point_rows([tokens[i] for i in special_ids]), hash_function, hash_seed)
+        table[special_ids] = _project(signatures, weights).double() / half_modulus
+
+    if pooled_ids:
+        flat, lengths = _flat_code_points(marked)
+        token_of = torch.repeat_interleave(torch.arange(len(marked)), lengths)
+        position = torch.arange(flat.numel()) - (lengths.cumsum(0) - lengths)[token_of]
+        windows = torch.nn.functional.pad(flat, (0, max_ngram_order - 1))
+        pooled = torch.zeros(len(marked), embedding_size, dtype=torch.float64)
+        # Many tokens share n-grams: hash and project each distinct n-gram once. An n-gram's id is the
+        # distinct (id of its (n-1)-gram prefix, last code point) pair, so ids fit in int64 for any n.
+        prefix_id = torch.zeros(flat.numel(), dtype=torch.int64)
+        first_dim = 0
+        for n, dims in enumerate(order_dimensions(embedding_size, max_ngram_order), start=1):
+            starts = torch.nonzero(position + n <= lengths[token_of]).squeeze(1)
+            keys = (prefix_id[starts] << 21) | windows[starts + n - 1]  # code points < 2**21
+            unique_keys, gram_id = torch.unique(keys, return_inverse=True)
+            first_start = torch.full((len(unique_keys),), flat.numel()).scatter_reduce_(0, gram_id, starts, "amin")
+            grams = windows.unfold(0, n, 1)[first_start]
+            projected = _project(_signatures(grams, hash_function, hash_seed), weights[first_dim : first_dim + dims])
+            # Sums of integers below 2**53 are exact in float64, whatever the order of addition.
+            gram_token = token_of[starts]
+            sums = torch.zeros(len(marked), dims, dtype=torch.float64).index_add_(0, gram_token, projected.double()[gram_id])
+            counts = torch.bincount(gram_token, minlength=len(marked)).double().clamp(min=1).unsqueeze(1)
+            pooled[:, first_dim : first_dim + dims] = sums / (counts * half_modulus)
+            prefix_id[starts] = gram_id
+            first_dim += dims
+        table[pooled_ids] = pooled
+    return table.float()

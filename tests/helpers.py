@@ -1,0 +1,20 @@
+"""Helpers shared by the tests."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+# Python code that makes `eelbert` and `mmh3` unimportable, as on a machine with only torch + transformers.
+WITHOUT_EELBERT = "import sys\nsys.modules['eelbert'] = None\nsys.modules['mmh3'] = None\n"
+
+
+def run_python(code: str, env_extra: dict | None = None, cwd=None) -> str:
+    """Run code in a fresh Python process; return its stdout, or fail with its stderr."""
+    env = {**os.environ, **(env_extra or {})}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return result.stdout

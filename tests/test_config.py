@@ -1,0 +1,86 @@
+"""EelbertConfig: presets, vocabulary binding and clear errors for bad values."""
+
+import pytest
+
+import eelbert
+
+TOKENS = ["[PAD]", "[CLS]", "hello", "##ing"]
+
+
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        (dict(max_ngram_order=0), "max_ngram_order"),
+        (dict(embedding_size=5, embedding_projection=True), "embedding_size"),  # 3 orders need >= 6 dims
+        (dict(hash_function="sha1"), "hash_function"),
+        (dict(hash_version=2), "hash_version"),
+        (dict(hash_seed=-1), "hash_seed"),
+        (dict(hidden_size=0), "hidden_size"),
+        (dict(hidden_size=30, num_attention_heads=4), "hidden_size"),
+        (dict(num_hidden_layers=-1), "num_hidden_layers"),
+        (dict(intermediate_size=1.5), "intermediate_size"),
+        (dict(vocab_size=3), "vocab_size"),
+        (dict(mlm_decoder="tied"), "mlm_decoder"),
+        (dict(embedding_size=64, embedding_projection=False), "embedding_projection"),
+        (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
+        (dict(pad_token_id=10), "pad_token_id"),
+    ],
+)
+def test_invalid_values_raise_value_error_naming_the_field(overrides, field):
+    fields = dict(vocab=TOKENS, hidden_size=32, num_attention_heads=2, embedding_size=32)
+    with pytest.raises(ValueError, match=field):
+        eelbert.EelbertConfig(**{**fields, **overrides})
+
+
+def test_presets_have_the_papers_shapes(tokenizer):
+    shapes = {
+        "eelbert-base": (12, 768, 12, 3072),
+        "eelbert-mini": (4, 256, 4, 1024),
+        "eelbert-tiny": (2, 128, 2, 512),
+        "uno-eelbert": (1, 128, 2, 512),
+    }
+    for name, shape in shapes.items():
+        config = eelbert.EelbertConfig.from_preset(name, tokenizer=tokenizer)
+        assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size) == shape
+        assert config.preset == name and config.vocab_size == len(tokenizer) == 30522
+        baseline = eelbert.baseline_config(eelbert.BASELINE_OF[name])
+        # UNO-EELBERT is compared with BERT-tiny, whose encoder has one layer more.
+        baseline_layers = 2 if name == "uno-eelbert" else shape[0]
+        assert (baseline.num_hidden_layers, baseline.hidden_size, baseline.intermediate_size) == (baseline_layers, *shape[1::2])
+
+
+def test_from_preset_binds_the_tokenizer(tokenizer):
+    config = eelbert.EelbertConfig.from_preset("uno-eelbert", tokenizer=tokenizer)
+    assert config.vocab == tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    assert config.continuing_subword_prefix == "##"
+    assert config.pad_token_id == tokenizer.pad_token_id
+    assert "[MASK]" in config.special_tokens and "hello" not in config.special_tokens
+
+
+def test_from_preset_takes_a_list_of_strings_and_overrides():
+    config = eelbert.EelbertConfig.from_preset("uno-eelbert", vocab=TOKENS, special_tokens=["[PAD]", "[CLS]"],
+                                               hash_function="rolling")
+    assert config.vocab_size == 4 and config.hash_function == "rolling" and config.num_hidden_layers == 1
+
+
+def test_unknown_preset_and_baseline_presets_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown preset 'eelbert-huge'.*uno-eelbert"):
+        eelbert.EelbertConfig.from_preset("eelbert-huge")
+    with pytest.raises(ValueError, match="plain-BERT baseline"):
+        eelbert.EelbertConfig.from_preset("bert-tiny")
+    with pytest.raises(ValueError, match="unknown BERT baseline"):
+        eelbert.baseline_config("uno-eelbert")
+
+
+def test_repr_does_not_dump_the_vocabulary(uno_config):
+    text = repr(uno_config)
+    assert "<30522 tokens>" in text and "##ing" not in text and len(text) < 5000
+
+
+def test_auto_map_is_complete_on_every_config():
+    config = eelbert.EelbertConfig(vocab=TOKENS, hidden_size=32, num_attention_heads=2, auto_map={"AutoModel": "x.Y"})
+    assert set(config.auto_map) == {
+        "AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForSequenceClassification",
+        "AutoModelForTokenClassification", "AutoModelForQuestionAnswering", "AutoModelForMultipleChoice",
+    }
+    assert config.auto_map["AutoModel"] == "modeling_eelbert.EelbertModel"
