@@ -23,6 +23,9 @@ def main(argv=None):
     size.add_argument("--tokenizer", help="tokenizer folder or Hub id (default: a 30,522-token vocabulary)")
     size.set_defaults(run=_size)
     args = parser.parse_args(argv)
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # per-file "Writing model shards" bars would drown the tables
     try:
         args.run(args)
     except (ValueError, OSError) as error:
