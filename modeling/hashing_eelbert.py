@@ -23,6 +23,8 @@ vectorised over all n-grams of all tokens with torch int64 tensors (MurmurHash3 
 file needs nothing but torch.
 """
 
+import warnings
+
 import torch
 
 
@@ -146,7 +148,7 @@ def _flat_code_points(strings: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         bad = next(s for s in strings if not _encodable(s))
         raise ValueError(f"token {bad!r} is not valid Unicode (lone surrogate): {error.reason}") from None
     flat = torch.frombuffer(bytearray(encoded), dtype=torch.int32).long() if encoded else torch.zeros(0, dtype=torch.long)
-    return flat, torch.tensor([len(s) for s in strings], dtype=torch.int64)
+    return flat, torch.tensor(list(map(len, strings)), dtype=torch.int64)
 
 
 def _encodable(s: str) -> bool:
@@ -168,10 +170,43 @@ def _code_point_rows(strings: list[str]) -> torch.Tensor:
 
 
 def mark_token(token: str, continuing_subword_prefix: str | None = "##") -> str:
-    """Step 1: strip the continuation prefix, or put the word-start marker in front."""
+    """Step 1 for one string: strip the continuation prefix, or put the word-start marker in front."""
     if continuing_subword_prefix and token.startswith(continuing_subword_prefix) and len(token) > len(continuing_subword_prefix):
         return token[len(continuing_subword_prefix) :]
     return WORD_START_MARKER + token
+
+
+def _mark(flat: torch.Tensor, lengths: torch.Tensor, prefix: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 1 (`mark_token`) on all tokens' code points at once: returns the marked code points and lengths."""
+    starts = lengths.cumsum(0) - lengths
+    p = len(prefix) if prefix else 0
+    is_continuation = torch.zeros_like(lengths, dtype=torch.bool)
+    if p and flat.numel():
+        is_continuation = lengths > p
+        for j, char in enumerate(prefix):
+            is_continuation &= flat[(starts + j).clamp(max=flat.numel() - 1)] == ord(char)
+    new_lengths = torch.where(is_continuation, lengths - p, lengths + 1)
+    new_starts = new_lengths.cumsum(0) - new_lengths
+    token_of = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    # Each code point moves back by p (continuation pieces; the prefix falls off) or forward by 1 (after the marker).
+    destination = new_starts[token_of] + torch.arange(flat.numel()) - starts[token_of]
+    destination += torch.where(is_continuation, -p, 1)[token_of]
+    kept = destination >= new_starts[token_of]
+    marked = torch.empty(int(new_lengths.sum()), dtype=torch.int64)
+    marked[destination[kept]] = flat[kept]
+    marked[new_starts[~is_continuation]] = ord(WORD_START_MARKER)
+    return marked, new_lengths
+
+
+def _sum_rows(row_of: torch.Tensor, column: torch.Tensor, num_rows: int, values: torch.Tensor) -> torch.Tensor:
+    """out[r] = sum of values[column[i]] over the i with row_of[i] == r (row_of sorted): a sparse matmul,
+    so the [len(column), dims] gather is never materialised."""
+    crow = torch.zeros(num_rows + 1, dtype=torch.int64)
+    crow[1:] = torch.bincount(row_of, minlength=num_rows).cumsum(0)
+    ones = torch.ones(len(column), dtype=values.dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(crow, column, ones, size=(num_rows, len(values))) @ values
 
 
 # ---- The embedding table ----
@@ -196,46 +231,40 @@ def hash_embedding_table(
         )
     if hash_function not in HASH_FUNCTIONS:
         raise ValueError(f"hash_function must be one of {HASH_FUNCTIONS}, got {hash_function!r}")
+    num_tokens = len(tokens)
     weights = projection_weights(embedding_size)
-    table = torch.zeros(len(tokens), embedding_size, dtype=torch.float64)
+    table = torch.zeros(num_tokens, embedding_size)
     half_modulus = SIGNATURE_MODULUS / 2
+    if not num_tokens:
+        return table
 
+    flat, lengths = _mark(*_flat_code_points(tokens), continuing_subword_prefix)
+    token_of = torch.repeat_interleave(torch.arange(num_tokens), lengths)
+    position = torch.arange(flat.numel()) - (lengths.cumsum(0) - lengths)[token_of]
+    windows = torch.nn.functional.pad(flat, (0, max_ngram_order - 1))
+    # Many tokens share n-grams: hash and project each distinct n-gram once. An n-gram's id is the
+    # distinct (id of its (n-1)-gram prefix, last code point) pair, so ids fit in int64 for any n.
+    prefix_id = torch.zeros(flat.numel(), dtype=torch.int64)
+    first_dim = 0
+    for n, dims in enumerate(order_dimensions(embedding_size, max_ngram_order), start=1):
+        starts = torch.nonzero(position + n <= lengths[token_of]).squeeze(1)
+        keys = (prefix_id[starts] << 21) | windows[starts + n - 1]  # code points < 2**21
+        unique_keys, gram_id = torch.unique(keys, return_inverse=True)
+        first_start = torch.full((len(unique_keys),), flat.numel()).scatter_reduce_(0, gram_id, starts, "amin")
+        grams = windows.unfold(0, n, 1)[first_start]
+        projected = _project(_signatures(grams, hash_function, hash_seed), weights[first_dim : first_dim + dims])
+        # Sums of integers below 2**53 are exact in float64, whatever the order of addition.
+        gram_token = token_of[starts]
+        sums = _sum_rows(gram_token, gram_id, num_tokens, projected.double())
+        counts = torch.bincount(gram_token, minlength=num_tokens).double().clamp(min=1).unsqueeze(1)
+        table[:, first_dim : first_dim + dims] = sums / (counts * half_modulus)
+        prefix_id[starts] = gram_id
+        first_dim += dims
+
+    # Special tokens (step 2) replace their pooled rows with the projection of the whole string.
     special = set(special_tokens)
-    special_ids, pooled_ids, marked = [], [], []
-    for i, token in enumerate(tokens):
-        if token in special:
-            special_ids.append(i)
-        else:
-            pooled_ids.append(i)
-            marked.append(mark_token(token, continuing_subword_prefix))
-
+    special_ids = [i for i, token in enumerate(tokens) if token in special] if special else []
     if special_ids:
         signatures = _signatures(_code_point_rows([tokens[i] for i in special_ids]), hash_function, hash_seed)
-        table[special_ids] = _project(signatures, weights).double() / half_modulus
-
-    if pooled_ids:
-        flat, lengths = _flat_code_points(marked)
-        token_of = torch.repeat_interleave(torch.arange(len(marked)), lengths)
-        position = torch.arange(flat.numel()) - (lengths.cumsum(0) - lengths)[token_of]
-        windows = torch.nn.functional.pad(flat, (0, max_ngram_order - 1))
-        pooled = torch.zeros(len(marked), embedding_size, dtype=torch.float64)
-        # Many tokens share n-grams: hash and project each distinct n-gram once. An n-gram's id is the
-        # distinct (id of its (n-1)-gram prefix, last code point) pair, so ids fit in int64 for any n.
-        prefix_id = torch.zeros(flat.numel(), dtype=torch.int64)
-        first_dim = 0
-        for n, dims in enumerate(order_dimensions(embedding_size, max_ngram_order), start=1):
-            starts = torch.nonzero(position + n <= lengths[token_of]).squeeze(1)
-            keys = (prefix_id[starts] << 21) | windows[starts + n - 1]  # code points < 2**21
-            unique_keys, gram_id = torch.unique(keys, return_inverse=True)
-            first_start = torch.full((len(unique_keys),), flat.numel()).scatter_reduce_(0, gram_id, starts, "amin")
-            grams = windows.unfold(0, n, 1)[first_start]
-            projected = _project(_signatures(grams, hash_function, hash_seed), weights[first_dim : first_dim + dims])
-            # Sums of integers below 2**53 are exact in float64, whatever the order of addition.
-            gram_token = token_of[starts]
-            sums = torch.zeros(len(marked), dims, dtype=torch.float64).index_add_(0, gram_token, projected.double()[gram_id])
-            counts = torch.bincount(gram_token, minlength=len(marked)).double().clamp(min=1).unsqueeze(1)
-            pooled[:, first_dim : first_dim + dims] = sums / (counts * half_modulus)
-            prefix_id[starts] = gram_id
-            first_dim += dims
-        table[pooled_ids] = pooled
-    return table.float()
+        table[special_ids] = (_project(signatures, weights).double() / half_modulus).float()
+    return table
