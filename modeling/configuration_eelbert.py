@@ -21,9 +21,24 @@ AUTO_MAP = {
     "AutoModelForMultipleChoice": "modeling_eelbert.EelbertForMultipleChoice",
 }
 MLM_DECODERS = ("hash", "learned")
+EMBEDDING_TABLE_MODES = ("lazy", "full", "per_batch")
 _UNUSED_TOKEN = re.compile(r"\[unused\d+\]")
 # The presets ship with the eelbert package (eelbert/configs beside eelbert/modeling; configs/ in the repo).
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+# config.json keeps the vocabulary as one string, tokens separated by NUL (a character no tokenizer puts in a
+# token): one JSON string parses and copies far faster than tens of thousands of list items.
+TOKEN_SEPARATOR = "\x00"
+
+
+class Tokens(tuple):
+    """An immutable list of token strings that deep-copies as itself: transformers deep-copies a config
+    several times per load, and copying tens of thousands of strings each time would cost a noticeable
+    part of the load time. Saved to JSON as a plain list."""
+
+    def __deepcopy__(self, memo):
+        return self
 
 
 def vocabulary_of(tokenizer) -> tuple[list[str], list[str], str | None]:
@@ -61,7 +76,8 @@ class EelbertConfig(PreTrainedConfig):
 
     Dynamic-embedding fields:
         vocab (`list[str]`): the string of every token id. The embedding of id i is the hash embedding of
-            `vocab[i]`; a model cannot be built without it (see `EelbertConfig.from_tokenizer`).
+            `vocab[i]`; a model cannot be built without it (see `EelbertConfig.from_tokenizer`). In config.json
+            it is one string with the tokens separated by "\u0000" (NUL), which is much faster to load.
         special_tokens (`list[str]`): tokens embedded whole (one hash of the string) instead of by n-grams.
         continuing_subword_prefix (`str`, "##"): WordPiece's mark of a word-internal piece; such pieces are
             hashed without it and without the word-start marker. None for vocabularies without one.
@@ -74,6 +90,10 @@ class EelbertConfig(PreTrainedConfig):
             `Linear(embedding_size, hidden_size)` after the hash embedding.
         mlm_decoder (`str`, "hash"): the masked-LM output layer. "hash" scores tokens against the fixed
             hash table (no vocabulary-sized matrix to store); "learned" uses a `Linear(embedding_size, vocab_size)`.
+        embedding_table (`str`, "lazy"): when the rows of the hash table are computed. "lazy": the first time
+            an id is looked up (a load pays only for the tokens it sees); "full": all at construction and load;
+            "per_batch": never stored, the rows of each batch are computed on every call (least memory, slower;
+            not with the "hash" masked-LM decoder, which scores every token). Values are identical in all modes.
         preset (`str`): the name of the preset the config was made from, if any (informational).
     """
 
@@ -105,13 +125,16 @@ class EelbertConfig(PreTrainedConfig):
         hash_version=HASH_VERSION,
         embedding_projection=None,
         mlm_decoder="hash",
+        embedding_table="lazy",
         preset=None,
         **kwargs,
     ):
         kwargs.pop("auto_map", None)  # always the complete map below
         kwargs.setdefault("tie_word_embeddings", False)  # the decoder ties to a buffer, not a parameter
         super().__init__(pad_token_id=pad_token_id, **kwargs)
-        self.vocab = list(vocab) if vocab is not None else None
+        if isinstance(vocab, str):
+            vocab = vocab.split(TOKEN_SEPARATOR)
+        self.vocab = Tokens(vocab) if vocab is not None else None
         self.vocab_size = vocab_size if vocab_size is not None or vocab is None else len(self.vocab)
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
@@ -125,7 +148,7 @@ class EelbertConfig(PreTrainedConfig):
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         self.classifier_dropout = classifier_dropout
-        self.special_tokens = list(special_tokens) if special_tokens is not None else []
+        self.special_tokens = Tokens(special_tokens if special_tokens is not None else ())
         self.continuing_subword_prefix = continuing_subword_prefix
         self.embedding_size = embedding_size if embedding_size is not None else hidden_size
         self.max_ngram_order = max_ngram_order
@@ -136,6 +159,7 @@ class EelbertConfig(PreTrainedConfig):
             embedding_projection if embedding_projection is not None else self.embedding_size != hidden_size
         )
         self.mlm_decoder = mlm_decoder
+        self.embedding_table = embedding_table
         self.preset = preset
         self.auto_map = dict(AUTO_MAP)
         self._check()
@@ -177,6 +201,8 @@ class EelbertConfig(PreTrainedConfig):
             raise ValueError(f"hash_seed must be an integer in [0, 2**32), got {self.hash_seed!r}")
         if self.mlm_decoder not in MLM_DECODERS:
             raise ValueError(f"mlm_decoder must be one of {MLM_DECODERS}, got {self.mlm_decoder!r}")
+        if self.embedding_table not in EMBEDDING_TABLE_MODES:
+            raise ValueError(f"embedding_table must be one of {EMBEDDING_TABLE_MODES}, got {self.embedding_table!r}")
         if self.embedding_size != self.hidden_size and not self.embedding_projection:
             raise ValueError(
                 f"embedding_projection must be true when embedding_size ({self.embedding_size}) != hidden_size ({self.hidden_size})"
@@ -184,6 +210,9 @@ class EelbertConfig(PreTrainedConfig):
         if self.vocab is not None:
             if not all(isinstance(t, str) for t in self.vocab):
                 raise ValueError("vocab must be a list of strings")
+            bad = next((t for t in self.vocab if TOKEN_SEPARATOR in t), None)
+            if bad is not None:
+                raise ValueError(f"vocab token {bad!r} contains the NUL character, which EELBERT configs cannot store")
             if self.vocab_size != len(self.vocab):
                 raise ValueError(
                     f"vocab_size ({self.vocab_size}) disagrees with the vocabulary, which has {len(self.vocab)} tokens"
@@ -232,17 +261,24 @@ class EelbertConfig(PreTrainedConfig):
                 special = list(special_tokens)
             if tokenizer.pad_token_id is not None:
                 self.pad_token_id = tokenizer.pad_token_id
-        self.vocab, self.vocab_size, self.special_tokens = tokens, len(tokens), special
+        self.vocab, self.vocab_size, self.special_tokens = Tokens(tokens), len(tokens), Tokens(special)
         self.continuing_subword_prefix = prefix
         self._check()
 
+    def to_dict(self):
+        output = super().to_dict()
+        if output.get("vocab") is not None:
+            output["vocab"] = TOKEN_SEPARATOR.join(output["vocab"])
+        return output
+
     def __repr__(self):
-        # The vocabulary is tens of thousands of strings: show its size, not its contents.
-        shown = self.to_dict()
+        # The vocabulary is tens of thousands of strings: show its size, not its contents. (transformers
+        # formats configs into log messages during every load, so this must also be cheap.)
+        shown = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
         for name in ("vocab", "special_tokens"):
             if shown.get(name) is not None:
                 shown[name] = f"<{len(shown[name])} tokens>"
         return f"{self.__class__.__name__} {shown}"
 
 
-__all__ = ["EelbertConfig", "vocabulary_of"]
+__all__ = ["EelbertConfig", "Tokens", "vocabulary_of"]

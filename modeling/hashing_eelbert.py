@@ -23,6 +23,7 @@ vectorised over all n-grams of all tokens with torch int64 tensors (MurmurHash3 
 file needs nothing but torch.
 """
 
+import functools
 import warnings
 
 import torch
@@ -124,8 +125,9 @@ def _signatures(code_points: torch.Tensor, hash_function: str, seed: int) -> tor
     raise ValueError(f"hash_function must be one of {HASH_FUNCTIONS}, got {hash_function!r}")
 
 
+@functools.lru_cache(maxsize=8)
 def projection_weights(embedding_size: int) -> torch.Tensor:
-    """The integer weight w_k in [1, B) of each dimension k (depends on k only)."""
+    """The integer weight w_k in [1, B) of each dimension k (depends on k only). Cached: do not modify."""
     names = [f"eelbert-projection-{k}" for k in range(embedding_size)]
     data, lengths = _utf8(_code_point_rows(names))
     return 1 + murmur3_32(data, lengths, 0) % (SIGNATURE_MODULUS - 1)

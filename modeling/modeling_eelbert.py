@@ -40,18 +40,44 @@ def _require_vocab(config):
 
 
 class EelbertHashEmbedding(nn.Module):
-    """The word embedding: a fixed [vocab_size, embedding_size] table of hash embeddings, looked up by id.
-    `weight` is a non-persistent buffer: it follows `.to()`/`.half()` like any tensor but is never saved."""
+    """The word embedding: row i is the hash embedding of `config.vocab[i]`, looked up by id.
+
+    The rows live in `table`, a non-persistent buffer (it follows `.to()`/`.half()` but is never saved), and
+    are computed as `config.embedding_table` says: "lazy" (default) when an id is first looked up, "full" at
+    construction/load, or "per_batch" on every call without being kept. `weight` is the whole table."""
 
     def __init__(self, config):
         super().__init__()
         _require_vocab(config)
+        self.config = config
         self.num_embeddings = config.vocab_size
         self.embedding_dim = config.embedding_size
-        self.register_buffer("weight", torch.empty(config.vocab_size, config.embedding_size), persistent=False)
+        rows = 0 if config.embedding_table == "per_batch" else config.vocab_size
+        self.register_buffer("table", torch.empty(rows, config.embedding_size), persistent=False)
+        self.register_buffer("built", torch.zeros(rows, dtype=torch.bool), persistent=False)
+        self.complete = False  # all rows built: lets the lazy path skip its check
+
+    def reset(self):
+        """Forget the table (the vocabulary or hash settings changed); "full" mode rebuilds it now."""
+        self.complete = self.config.embedding_table == "full"
+        if self.complete:
+            init.copy_(self.table, vocabulary_table(self.config))
+        init.constant_(self.built, self.complete)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The whole [vocab_size, embedding_size] table, computing any missing rows."""
+        if self.config.embedding_table == "per_batch":
+            return vocabulary_table(self.config)
+        if not self.complete:
+            self.table.copy_(vocabulary_table(self.config))
+            self.built.fill_(True)
+            self.complete = True
+        return self.table
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_tracing() and not torch.compiler.is_compiling() and input_ids.numel():
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+        if not tracing and input_ids.numel():
             low, high = int(input_ids.min()), int(input_ids.max())
             if low < 0 or high >= self.num_embeddings:
                 raise ValueError(
@@ -59,7 +85,19 @@ class EelbertHashEmbedding(nn.Module):
                     f"{self.num_embeddings} tokens (ids 0..{self.num_embeddings - 1}); to add tokens, use "
                     "model.set_vocab(tokenizer)"
                 )
-        return nn.functional.embedding(input_ids, self.weight)
+        if self.config.embedding_table == "per_batch":
+            ids, inverse = torch.unique(input_ids, return_inverse=True)
+            return hash_embed([self.config.vocab[i] for i in ids.tolist()], self.config).to(input_ids.device)[inverse]
+        if not self.complete:
+            if tracing:
+                raise ValueError("build the whole hash table before tracing or compiling: read model.get_input_embeddings().weight")
+            ids = torch.unique(input_ids)
+            missing = ids[~self.built[ids]]
+            if missing.numel():
+                rows = hash_embed([self.config.vocab[i] for i in missing.tolist()], self.config)
+                self.table[missing] = rows.to(self.table)
+                self.built[missing] = True
+        return nn.functional.embedding(input_ids, self.table)
 
 
 def hash_embed(tokens: list[str], config) -> torch.Tensor:
@@ -290,7 +328,7 @@ class EelbertPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, EelbertHashEmbedding):
             # Not a parameter: a pure function of the vocabulary strings, recomputed on every build and load.
-            init.copy_(module.weight, vocabulary_table(self.config))
+            module.reset()
         elif isinstance(module, EelbertEmbeddings):
             init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).unsqueeze(0))
         elif isinstance(module, EelbertLMPredictionHead):
@@ -306,13 +344,12 @@ class EelbertPreTrainedModel(PreTrainedModel):
         """Bind a new vocabulary (a tokenizer, or token strings in id order) after e.g. `tokenizer.add_tokens`.
         Every token gets its hash embedding with no new parameters; ids that keep their string keep their
         masked-LM bias (a learned decoder gets fresh rows for new ids)."""
-        old_vocab = list(self.config.vocab)
+        old_vocab = self.config.vocab
         self.config.set_vocab(tokenizer_or_tokens, special_tokens)
-        embedding = self.get_input_embeddings()
-        reference = embedding.weight
-        table = vocabulary_table(self.config).to(device=reference.device, dtype=reference.dtype)
-        embedding.register_buffer("weight", table, persistent=False)
-        embedding.num_embeddings = self.config.vocab_size
+        old = self.get_input_embeddings()
+        embedding = EelbertHashEmbedding(self.config).to(device=old.table.device, dtype=old.table.dtype)
+        embedding.reset()
+        self.base_model.embeddings.word_embeddings = embedding
         if hasattr(self, "cls"):
             self.cls.predictions.resize(old_vocab, self.config)
 
@@ -442,6 +479,11 @@ class EelbertOnlyMLMHead(nn.Module):
 class EelbertForMaskedLM(EelbertPreTrainedModel):
     def __init__(self, config):
         super().__init__(config)
+        if config.embedding_table == "per_batch" and config.mlm_decoder == "hash":
+            raise ValueError(
+                "embedding_table='per_batch' keeps no hash table, but mlm_decoder='hash' scores every token "
+                "against it: use embedding_table='lazy' or 'full' for masked-LM"
+            )
         self.eelbert = EelbertModel(config, add_pooling_layer=False)
         self.cls = EelbertOnlyMLMHead(config)
         self.post_init()

@@ -24,6 +24,7 @@ TOKENS = ["[PAD]", "[CLS]", "hello", "##ing"]
         (dict(embedding_size=64, embedding_projection=False), "embedding_projection"),
         (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
         (dict(pad_token_id=10), "pad_token_id"),
+        (dict(embedding_table="eager"), "embedding_table"),
     ],
 )
 def test_invalid_values_raise_value_error_naming_the_field(overrides, field):
@@ -51,7 +52,7 @@ def test_presets_have_the_papers_shapes(tokenizer):
 
 def test_from_preset_binds_the_tokenizer(tokenizer):
     config = eelbert.EelbertConfig.from_preset("uno-eelbert", tokenizer=tokenizer)
-    assert config.vocab == tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    assert list(config.vocab) == tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     assert config.continuing_subword_prefix == "##"
     assert config.pad_token_id == tokenizer.pad_token_id
     assert "[MASK]" in config.special_tokens and "hello" not in config.special_tokens
@@ -84,3 +85,14 @@ def test_auto_map_is_complete_on_every_config():
         "AutoModelForTokenClassification", "AutoModelForQuestionAnswering", "AutoModelForMultipleChoice",
     }
     assert config.auto_map["AutoModel"] == "modeling_eelbert.EelbertModel"
+
+
+def test_vocabulary_round_trips_through_config_json(tmp_path):
+    tokens = ["[PAD]", "hello", "##ing", "", "a b", "\n", '"quoted"', "日本", "😀"]
+    config = eelbert.EelbertConfig(vocab=tokens, special_tokens=["[PAD]"], hidden_size=32, num_attention_heads=2)
+    config.save_pretrained(tmp_path)
+    assert '"vocab": "[PAD]\\u0000hello' in (tmp_path / "config.json").read_text()  # one string, NUL-separated
+    loaded = eelbert.EelbertConfig.from_pretrained(tmp_path)
+    assert list(loaded.vocab) == tokens and list(loaded.special_tokens) == ["[PAD]"] and loaded.vocab_size == 9
+    with pytest.raises(ValueError, match="NUL"):
+        eelbert.EelbertConfig(vocab=["a\x00b"], hidden_size=32, num_attention_heads=2)

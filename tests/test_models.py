@@ -225,3 +225,49 @@ def test_auto_classes_are_registered(small_config):
     assert type(AutoModelForMaskedLM.from_config(small_config)) is eelbert.EelbertForMaskedLM
     assert type(AutoModelForMultipleChoice.from_config(small_config)) is eelbert.EelbertForMultipleChoice
     assert AutoConfig.for_model("eelbert", vocab=["a"]).vocab_size == 1
+
+
+def test_lazy_table_builds_only_the_rows_it_sees(small_config, batch):
+    model = eelbert.EelbertModel(small_config).eval()
+    embedding = model.get_input_embeddings()
+    assert small_config.embedding_table == "lazy" and not embedding.built.any()
+    with torch.no_grad():
+        lazy_out = model(**batch).last_hidden_state
+    seen = torch.unique(batch["input_ids"])
+    assert embedding.built.sum() == len(seen) and embedding.built[seen].all()
+    full_table = eelbert.hash_embed(small_config.vocab, small_config)
+    assert torch.equal(embedding.table[seen], full_table[seen])
+    assert torch.equal(embedding.weight, full_table) and embedding.built.all()  # `weight` completes the table
+    with torch.no_grad():
+        assert torch.equal(model(**batch).last_hidden_state, lazy_out)
+
+
+@pytest.mark.parametrize("mode", ["full", "per_batch"])
+def test_table_modes_give_identical_outputs(small_config, batch, mode):
+    torch.manual_seed(0)
+    lazy = eelbert.EelbertForSequenceClassification(small_config).eval()
+    other = eelbert.EelbertForSequenceClassification(eelbert.EelbertConfig.from_dict({**small_config.to_dict(), "embedding_table": mode})).eval()
+    other.load_state_dict(lazy.state_dict())
+    table = other.get_input_embeddings().table
+    assert table.shape[0] == (30522 if mode == "full" else 0)  # per_batch keeps nothing
+    if mode == "full":
+        assert other.get_input_embeddings().built.all()
+    with torch.no_grad():
+        assert torch.equal(other(**batch).logits, lazy(**batch).logits)
+
+
+def test_per_batch_mode_refuses_the_hash_masked_lm_decoder(small_config):
+    small_config.embedding_table = "per_batch"
+    with pytest.raises(ValueError, match="per_batch"):
+        eelbert.EelbertForMaskedLM(small_config)
+
+
+def test_table_mode_can_be_chosen_at_load(small_config, tmp_path, batch):
+    eelbert.EelbertModel(small_config).save_pretrained(tmp_path)
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(tmp_path, embedding_table="full")
+    assert model.get_input_embeddings().built.all()
+    assert torch.equal(model.get_input_embeddings().table, eelbert.hash_embed(small_config.vocab, small_config))
+    lazy = AutoModel.from_pretrained(tmp_path)
+    assert not lazy.get_input_embeddings().built.any()
