@@ -37,6 +37,8 @@ SIGNATURE_MODULUS = 2**31 - 1  # B
 ROLLING_HASH_BASE = 1_000_003
 
 _MASK32 = 0xFFFFFFFF
+_CHUNK = 4096  # distinct n-grams projected at a time
+_TOKENS_PER_CHUNK = 16384
 
 
 def order_dimensions(embedding_size: int, max_ngram_order: int) -> list[int]:
@@ -90,19 +92,16 @@ def murmur3_32(data: torch.Tensor, lengths: torch.Tensor, seed: int) -> torch.Te
 
 def _utf8(code_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """UTF-8 bytes of each row of code points ([rows, n], -1 = absent) -> ([rows, 4n] bytes, lengths)."""
-    cp = code_points
+    cp = code_points.clamp(min=0)
     rows, n = cp.shape
-    nbytes = torch.where(cp < 0, 0, 1 + (cp >= 0x80).long() + (cp >= 0x800).long() + (cp >= 0x10000).long())
-    cont = lambda shift: 0x80 | ((cp >> shift) & 0x3F)  # noqa: E731  (a continuation byte)
-    candidates = {
-        1: [cp, cp, cp, cp],
-        2: [0xC0 | (cp >> 6), cont(0), cont(0), cont(0)],
-        3: [0xE0 | (cp >> 12), cont(6), cont(0), cont(0)],
-        4: [0xF0 | (cp >> 18), cont(12), cont(6), cont(0)],
-    }
-    byte_values = torch.zeros(rows, n, 4, dtype=torch.int64)
-    for size, parts in candidates.items():
-        byte_values = torch.where((nbytes == size).unsqueeze(-1), torch.stack(parts, -1), byte_values)
+    nbytes = torch.where(code_points < 0, 0, 1 + (cp >= 0x80).long() + (cp >= 0x800).long() + (cp >= 0x10000).long())
+    # Lead byte: the code point itself (1 byte) or a length marker and its top bits; then continuation
+    # bytes 10xxxxxx carrying 6 bits each, most significant first.
+    lead_marker = torch.tensor([0, 0, 0xC0, 0xE0, 0xF0])[nbytes]
+    parts = [lead_marker | (cp >> (6 * (nbytes - 1).clamp(min=0)))]
+    for j in range(1, 4):
+        parts.append(0x80 | ((cp >> (6 * (nbytes - 1 - j)).clamp(min=0)) & 0x3F))
+    byte_values = torch.stack(parts, -1)
     offsets = nbytes.cumsum(1) - nbytes
     positions = offsets.unsqueeze(-1) + torch.arange(4)
     valid = torch.arange(4) < nbytes.unsqueeze(-1)
@@ -135,8 +134,9 @@ def projection_weights(embedding_size: int) -> torch.Tensor:
 
 def _project(signatures: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Centered integer projection v in [-(B-1)/2, (B-1)/2]: [rows] x [dims] -> [rows, dims] int64."""
-    v = (signatures.unsqueeze(1) * weights) % SIGNATURE_MODULUS
-    return torch.where(v > SIGNATURE_MODULUS // 2, v - SIGNATURE_MODULUS, v)
+    v = (signatures.unsqueeze(1) * weights).remainder_(SIGNATURE_MODULUS)
+    # v > B/2 exactly when bit 30 is set (v < B < 2**31), so subtract B there.
+    return v.sub_((v >> 30).mul_(SIGNATURE_MODULUS))
 
 
 # ---- Strings to code points ----
@@ -214,6 +214,38 @@ def _sum_rows(row_of: torch.Tensor, column: torch.Tensor, num_rows: int, values:
 # ---- The embedding table ----
 
 
+def _pooled_rows(tokens, weights, max_ngram_order, hash_function, hash_seed, continuing_subword_prefix):
+    """Steps 1 and 3-6 for every token: [len(tokens), len(weights)] float32."""
+    num_tokens, half_modulus = len(tokens), SIGNATURE_MODULUS / 2
+    table = torch.zeros(num_tokens, len(weights))
+
+    flat, lengths = _mark(*_flat_code_points(tokens), continuing_subword_prefix)
+    token_of = torch.repeat_interleave(torch.arange(num_tokens), lengths)
+    position = torch.arange(flat.numel()) - (lengths.cumsum(0) - lengths)[token_of]
+    windows = torch.nn.functional.pad(flat, (0, max_ngram_order - 1))
+    # Many tokens share n-grams: hash and project each distinct n-gram once. An n-gram's id is the
+    # distinct (id of its (n-1)-gram prefix, last code point) pair, so ids fit in int64 for any n.
+    prefix_id = torch.zeros(flat.numel(), dtype=torch.int64)
+    first_dim = 0
+    for n, dims in enumerate(order_dimensions(len(weights), max_ngram_order), start=1):
+        starts = torch.nonzero(position + n <= lengths[token_of]).squeeze(1)
+        keys = (prefix_id[starts] << 21) | windows[starts + n - 1]  # code points < 2**21
+        unique_keys, gram_id = torch.unique(keys, return_inverse=True)
+        first_start = torch.full((len(unique_keys),), flat.numel()).scatter_reduce_(0, gram_id, starts, "amin")
+        signatures = _signatures(windows.unfold(0, n, 1)[first_start], hash_function, hash_seed)
+        projected = torch.empty(len(signatures), dims, dtype=torch.float64)
+        for chunk in range(0, len(signatures), _CHUNK):  # bounds the int64 temporaries
+            projected[chunk : chunk + _CHUNK] = _project(signatures[chunk : chunk + _CHUNK], weights[first_dim : first_dim + dims])
+        # Sums of integers below 2**53 are exact in float64, whatever the order of addition.
+        gram_token = token_of[starts]
+        sums = _sum_rows(gram_token, gram_id, num_tokens, projected)
+        counts = torch.bincount(gram_token, minlength=num_tokens).double().clamp(min=1).unsqueeze(1)
+        table[:, first_dim : first_dim + dims] = sums.div_(counts * half_modulus)
+        prefix_id[starts] = gram_id
+        first_dim += dims
+    return table
+
+
 def hash_embedding_table(
     tokens: list[str],
     *,
@@ -233,40 +265,19 @@ def hash_embedding_table(
         )
     if hash_function not in HASH_FUNCTIONS:
         raise ValueError(f"hash_function must be one of {HASH_FUNCTIONS}, got {hash_function!r}")
-    num_tokens = len(tokens)
     weights = projection_weights(embedding_size)
-    table = torch.zeros(num_tokens, embedding_size)
-    half_modulus = SIGNATURE_MODULUS / 2
-    if not num_tokens:
-        return table
-
-    flat, lengths = _mark(*_flat_code_points(tokens), continuing_subword_prefix)
-    token_of = torch.repeat_interleave(torch.arange(num_tokens), lengths)
-    position = torch.arange(flat.numel()) - (lengths.cumsum(0) - lengths)[token_of]
-    windows = torch.nn.functional.pad(flat, (0, max_ngram_order - 1))
-    # Many tokens share n-grams: hash and project each distinct n-gram once. An n-gram's id is the
-    # distinct (id of its (n-1)-gram prefix, last code point) pair, so ids fit in int64 for any n.
-    prefix_id = torch.zeros(flat.numel(), dtype=torch.int64)
-    first_dim = 0
-    for n, dims in enumerate(order_dimensions(embedding_size, max_ngram_order), start=1):
-        starts = torch.nonzero(position + n <= lengths[token_of]).squeeze(1)
-        keys = (prefix_id[starts] << 21) | windows[starts + n - 1]  # code points < 2**21
-        unique_keys, gram_id = torch.unique(keys, return_inverse=True)
-        first_start = torch.full((len(unique_keys),), flat.numel()).scatter_reduce_(0, gram_id, starts, "amin")
-        grams = windows.unfold(0, n, 1)[first_start]
-        projected = _project(_signatures(grams, hash_function, hash_seed), weights[first_dim : first_dim + dims])
-        # Sums of integers below 2**53 are exact in float64, whatever the order of addition.
-        gram_token = token_of[starts]
-        sums = _sum_rows(gram_token, gram_id, num_tokens, projected.double())
-        counts = torch.bincount(gram_token, minlength=num_tokens).double().clamp(min=1).unsqueeze(1)
-        table[:, first_dim : first_dim + dims] = sums / (counts * half_modulus)
-        prefix_id[starts] = gram_id
-        first_dim += dims
+    table = torch.empty(len(tokens), embedding_size)
+    # In chunks of tokens, so that the temporaries stay small next to the table itself.
+    for start in range(0, len(tokens), _TOKENS_PER_CHUNK):
+        chunk = tokens[start : start + _TOKENS_PER_CHUNK]
+        table[start : start + len(chunk)] = _pooled_rows(
+            chunk, weights, max_ngram_order, hash_function, hash_seed, continuing_subword_prefix
+        )
 
     # Special tokens (step 2) replace their pooled rows with the projection of the whole string.
     special = set(special_tokens)
     special_ids = [i for i, token in enumerate(tokens) if token in special] if special else []
     if special_ids:
         signatures = _signatures(_code_point_rows([tokens[i] for i in special_ids]), hash_function, hash_seed)
-        table[special_ids] = (_project(signatures, weights).double() / half_modulus).float()
+        table[special_ids] = (_project(signatures, weights).double() / (SIGNATURE_MODULUS / 2)).float()
     return table

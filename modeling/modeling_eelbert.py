@@ -14,7 +14,6 @@ from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutput,
     BaseModelOutputWithPooling,
@@ -57,8 +56,10 @@ class EelbertHashEmbedding(nn.Module):
         self.register_buffer("built", torch.zeros(rows, dtype=torch.bool), persistent=False)
         self.complete = False  # all rows built: lets the lazy path skip its check
 
-    def reset(self):
-        """Forget the table (the vocabulary or hash settings changed); "full" mode rebuilds it now."""
+    def initialize(self):
+        """Build the table as `embedding_table` says: all rows ("full") or none yet ("lazy")."""
+        if self.complete:  # a head's post_init runs after its encoder's: build once
+            return
         self.complete = self.config.embedding_table == "full"
         if self.complete:
             init.copy_(self.table, vocabulary_table(self.config))
@@ -87,14 +88,16 @@ class EelbertHashEmbedding(nn.Module):
                 )
         if self.config.embedding_table == "per_batch":
             ids, inverse = torch.unique(input_ids, return_inverse=True)
-            return hash_embed([self.config.vocab[i] for i in ids.tolist()], self.config).to(input_ids.device)[inverse]
+            vocab = self.config.vocab
+            return hash_embed([vocab[i] for i in ids.tolist()], self.config).to(input_ids.device)[inverse]
         if not self.complete:
             if tracing:
                 raise ValueError("build the whole hash table before tracing or compiling: read model.get_input_embeddings().weight")
             ids = torch.unique(input_ids)
             missing = ids[~self.built[ids]]
             if missing.numel():
-                rows = hash_embed([self.config.vocab[i] for i in missing.tolist()], self.config)
+                vocab = self.config.vocab
+                rows = hash_embed([vocab[i] for i in missing.tolist()], self.config)
                 self.table[missing] = rows.to(self.table)
                 self.built[missing] = True
         return nn.functional.embedding(input_ids, self.table)
@@ -115,27 +118,10 @@ def hash_embed(tokens: list[str], config) -> torch.Tensor:
     )
 
 
-_TABLE_CACHE: dict[tuple, torch.Tensor] = {}  # a model is often built several times per process (heads, reloads)
-
-
 def vocabulary_table(config) -> torch.Tensor:
-    """The word-embedding table of the config's vocabulary (cached per process for the last few settings)."""
+    """The word-embedding table of the config's vocabulary."""
     _require_vocab(config)
-    key = (
-        tuple(config.vocab),
-        tuple(config.special_tokens),
-        config.continuing_subword_prefix,
-        config.embedding_size,
-        config.max_ngram_order,
-        config.hash_function,
-        config.hash_seed,
-        config.hash_version,
-    )
-    if key not in _TABLE_CACHE:
-        if len(_TABLE_CACHE) >= 4:
-            _TABLE_CACHE.pop(next(iter(_TABLE_CACHE)))
-        _TABLE_CACHE[key] = hash_embed(config.vocab, config)
-    return _TABLE_CACHE[key].clone()
+    return hash_embed(config.vocab, config)
 
 
 class EelbertEmbeddings(nn.Module):
@@ -261,7 +247,7 @@ class EelbertOutput(nn.Module):
         return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
 
 
-class EelbertLayer(GradientCheckpointingLayer):
+class EelbertLayer(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.attention = EelbertAttention(config)
@@ -278,12 +264,20 @@ class EelbertEncoder(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.layer = nn.ModuleList([EelbertLayer(config) for _ in range(config.num_hidden_layers)])
+        # Set, with `_gradient_checkpointing_func`, by model.gradient_checkpointing_enable(). (Not
+        # transformers' GradientCheckpointingLayer: importing it costs more than this model takes to load.)
+        self.gradient_checkpointing = False
 
     def forward(self, hidden_states, attention_mask=None, output_attentions=False, output_hidden_states=False):
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layer:
-            hidden_states, attn_weights = layer(hidden_states, attention_mask, output_attentions)
+            if self.gradient_checkpointing and self.training:
+                hidden_states, attn_weights = self._gradient_checkpointing_func(
+                    layer.__call__, hidden_states, attention_mask, output_attentions
+                )
+            else:
+                hidden_states, attn_weights = layer(hidden_states, attention_mask, output_attentions)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
@@ -328,7 +322,7 @@ class EelbertPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, EelbertHashEmbedding):
             # Not a parameter: a pure function of the vocabulary strings, recomputed on every build and load.
-            module.reset()
+            module.initialize()
         elif isinstance(module, EelbertEmbeddings):
             init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).unsqueeze(0))
         elif isinstance(module, EelbertLMPredictionHead):
@@ -348,7 +342,7 @@ class EelbertPreTrainedModel(PreTrainedModel):
         self.config.set_vocab(tokenizer_or_tokens, special_tokens)
         old = self.get_input_embeddings()
         embedding = EelbertHashEmbedding(self.config).to(device=old.table.device, dtype=old.table.dtype)
-        embedding.reset()
+        embedding.initialize()
         self.base_model.embeddings.word_embeddings = embedding
         if hasattr(self, "cls"):
             self.cls.predictions.resize(old_vocab, self.config)
