@@ -79,27 +79,24 @@ class EelbertHashEmbedding(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         tracing = torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
         if not tracing and input_ids.numel():
-            low, high = int(input_ids.min()), int(input_ids.max())
+            low, high = (int(x) for x in torch.aminmax(input_ids))
             if low < 0 or high >= self.num_embeddings:
                 raise ValueError(
                     f"input_ids contain id {high if high >= self.num_embeddings else low}, outside the vocabulary of "
                     f"{self.num_embeddings} tokens (ids 0..{self.num_embeddings - 1}); to add tokens, use "
                     "model.set_vocab(tokenizer)"
                 )
+        vocab = self.config.vocab
         if self.config.embedding_table == "per_batch":
             ids, inverse = torch.unique(input_ids, return_inverse=True)
-            vocab = self.config.vocab
             return hash_embed([vocab[i] for i in ids.tolist()], self.config).to(input_ids.device)[inverse]
-        if not self.complete:
-            if tracing:
-                raise ValueError("build the whole hash table before tracing or compiling: read model.get_input_embeddings().weight")
+        if not self.complete and tracing:
+            raise ValueError("build the whole hash table before tracing or compiling: read model.get_input_embeddings().weight")
+        if not self.complete and not bool(self.built[input_ids].all()):
             ids = torch.unique(input_ids)
             missing = ids[~self.built[ids]]
-            if missing.numel():
-                vocab = self.config.vocab
-                rows = hash_embed([vocab[i] for i in missing.tolist()], self.config)
-                self.table[missing] = rows.to(self.table)
-                self.built[missing] = True
+            self.table[missing] = hash_embed([vocab[i] for i in missing.tolist()], self.config).to(self.table)
+            self.built[missing] = True
         return nn.functional.embedding(input_ids, self.table)
 
 

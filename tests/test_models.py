@@ -271,3 +271,28 @@ def test_table_mode_can_be_chosen_at_load(small_config, tmp_path, batch):
     assert torch.equal(model.get_input_embeddings().table, eelbert.hash_embed(small_config.vocab, small_config))
     lazy = AutoModel.from_pretrained(tmp_path)
     assert not lazy.get_input_embeddings().built.any()
+
+
+def test_tracing_needs_the_whole_table(small_config, batch):
+    model = eelbert.EelbertModel(small_config).eval()
+    ids = batch["input_ids"]
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="before tracing"):
+            torch.jit.trace(lambda x: model(input_ids=x).last_hidden_state, ids)
+        model.get_input_embeddings().weight  # builds every row
+        traced = torch.jit.trace(lambda x: model(input_ids=x).last_hidden_state, ids, check_trace=False)
+        assert torch.allclose(traced(ids), model(input_ids=ids).last_hidden_state)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_table_follows_the_model_to_the_gpu(small_config, batch):
+    model = eelbert.EelbertForMaskedLM(small_config).eval()
+    with torch.no_grad():
+        cpu = model(**batch).logits
+        gpu_model = model.to("cuda")
+        assert gpu_model.get_input_embeddings().table.device.type == "cuda"
+        gpu = gpu_model(**{k: v.cuda() for k, v in batch.items()}).logits
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-4)
+    fresh = eelbert.EelbertModel(small_config).to("cuda")  # lazy rows computed on the CPU, stored on the GPU
+    fresh(input_ids=batch["input_ids"].cuda())
+    assert torch.equal(fresh.get_input_embeddings().weight.cpu(), eelbert.hash_embed(small_config.vocab, small_config))
