@@ -1,35 +1,178 @@
-"""The `eelbert` command."""
+"""The `eelbert` command: new, size, convert, export, push, info."""
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from .presets import EELBERT_PRESETS
 
+HEADS = {
+    "encoder": "EelbertModel",
+    "masked-lm": "EelbertForMaskedLM",
+    "sequence-classification": "EelbertForSequenceClassification",
+    "token-classification": "EelbertForTokenClassification",
+    "question-answering": "EelbertForQuestionAnswering",
+    "multiple-choice": "EelbertForMultipleChoice",
+}
 
-def _size(args):
+
+def _tokenizer(name_or_path):
     from transformers import AutoTokenizer
 
+    return AutoTokenizer.from_pretrained(name_or_path)
+
+
+def _weights_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) + sum(f.stat().st_size for f in folder.glob("*.onnx"))
+
+
+def _eelbert_config(checkpoint):
+    """The config of a local EELBERT checkpoint folder, or a clear error."""
+    from transformers import AutoConfig
+
+    import eelbert  # noqa: F401  (registers EelbertConfig with AutoConfig)
+
+    folder = Path(checkpoint)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a checkpoint folder (no config.json)")
+    config = AutoConfig.from_pretrained(folder)
+    if config.model_type != "eelbert":
+        raise ValueError(f"{folder} is a {config.model_type} checkpoint, not EELBERT (see `eelbert convert`)")
+    return config
+
+
+def _new(args):
+    import eelbert
+
+    tokenizer = _tokenizer(args.tokenizer)
+    config = eelbert.EelbertConfig.from_preset(args.preset, tokenizer=tokenizer, num_labels=args.num_labels)
+    model = getattr(eelbert, HEADS[args.head])(config)
+    model.save_pretrained(args.output)
+    tokenizer.save_pretrained(args.output)
+    print(f"saved {args.preset} ({HEADS[args.head]}, {config.vocab_size:,} tokens) to {args.output}: "
+          f"model.safetensors {_weights_bytes(Path(args.output)):,} bytes")
+
+
+def _size(args):
     from .size import format_size_table, size_report
 
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer) if args.tokenizer else None
+    tokenizer = _tokenizer(args.tokenizer) if args.tokenizer else None
     print(format_size_table(size_report(args.presets, tokenizer=tokenizer)))
 
 
-def main(argv=None):
+def _convert(args):
+    from .convert import convert_bert
+
+    model, tokenizer, bert_bytes = convert_bert(args.source, tokenizer=args.tokenizer)
+    model.save_pretrained(args.output)
+    tokenizer.save_pretrained(args.output)
+    after = _weights_bytes(Path(args.output))
+    print(f"{args.source}: {bert_bytes:,} bytes of BERT weights -> {args.output}: {type(model).__name__}, "
+          f"model.safetensors {after:,} bytes ({after / bert_bytes:.1%})")
+
+
+def _export(args):
+    import torch
+    import transformers
+
+    from . import artifacts
+    from .hub import AUTO_CLASS
+
+    config = _eelbert_config(args.checkpoint)
+    architecture = (config.architectures or ["EelbertModel"])[0]
+    model = getattr(transformers, AUTO_CLASS[architecture]).from_pretrained(args.checkpoint)
+    output = Path(args.output)
+    if args.format in ("fp16", "bf16"):
+        model.to(torch.float16 if args.format == "fp16" else torch.bfloat16).save_pretrained(output)
+    elif args.format == "int8":
+        artifacts.save_int8(model, output)
+    else:
+        artifacts.export_onnx(model, output)
+    if (Path(args.checkpoint) / "tokenizer_config.json").is_file():
+        _tokenizer(args.checkpoint).save_pretrained(output)
+    print(f"{args.format}: {output} ({_weights_bytes(output):,} bytes of weights; "
+          f"{args.checkpoint}: {_weights_bytes(Path(args.checkpoint)):,})")
+
+
+def _push(args):
+    from .hub import push_to_hub
+
+    sha = push_to_hub(args.checkpoint, args.repo_id, results=args.results, private=args.private, license=args.license)
+    print(f"pushed {args.checkpoint} to {args.repo_id} at revision {sha}")
+
+
+def _info(args):
+    folder = Path(args.checkpoint)
+    config = _eelbert_config(folder)
+    info = {
+        "architecture": (config.architectures or ["?"])[0],
+        "preset": config.preset,
+        "layers / hidden / heads / ffn": f"{config.num_hidden_layers} / {config.hidden_size} / "
+        f"{config.num_attention_heads} / {config.intermediate_size}",
+        "hash": f"{config.hash_function}, seed {config.hash_seed}, n-grams 1-{config.max_ngram_order}, "
+        f"{config.embedding_size} dims, hash_version {config.hash_version}",
+        "vocabulary": f"{config.vocab_size:,} tokens ({len(config.special_tokens):,} special)",
+        "masked-LM decoder": config.mlm_decoder,
+        "files": {f.name: f.stat().st_size for f in sorted(folder.iterdir()) if f.is_file()},
+    }
+    print(json.dumps(info, indent=2, ensure_ascii=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eelbert", description="EELBERT: tiny BERTs with hash embeddings.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    new = commands.add_parser("new", help="a fresh model from a preset and a tokenizer, saved to a folder")
+    new.add_argument("preset", choices=EELBERT_PRESETS)
+    new.add_argument("output", help="folder to write")
+    new.add_argument("--tokenizer", required=True, help="tokenizer folder or Hub id")
+    new.add_argument("--head", choices=sorted(HEADS), default="masked-lm")
+    new.add_argument("--num-labels", type=int, default=2, help="for classification heads")
+    new.set_defaults(run=_new)
+
     size = commands.add_parser("size", help="parameters and checkpoint bytes of presets against their BERT baselines")
     size.add_argument("--presets", nargs="+", default=list(EELBERT_PRESETS), choices=EELBERT_PRESETS)
     size.add_argument("--tokenizer", help="tokenizer folder or Hub id (default: a 30,522-token vocabulary)")
     size.set_defaults(run=_size)
-    args = parser.parse_args(argv)
+
+    convert = commands.add_parser("convert", help="a BERT checkpoint as EELBERT (encoder and heads kept, word table dropped)")
+    convert.add_argument("source", help="BERT checkpoint folder or Hub id")
+    convert.add_argument("output", help="folder to write")
+    convert.add_argument("--tokenizer", help="tokenizer folder or Hub id (default: the checkpoint's)")
+    convert.set_defaults(run=_convert)
+
+    export = commands.add_parser("export", help="a deployment artifact: fp16, bf16, int8 or onnx")
+    export.add_argument("format", choices=["fp16", "bf16", "int8", "onnx"])
+    export.add_argument("checkpoint", help="EELBERT checkpoint folder")
+    export.add_argument("output", help="folder to write")
+    export.set_defaults(run=_export)
+
+    push = commands.add_parser("push", help="upload a checkpoint folder with a generated model card")
+    push.add_argument("checkpoint", help="EELBERT checkpoint folder (with its tokenizer)")
+    push.add_argument("repo_id", help="user/name on the Hub")
+    push.add_argument("--results", help="eval results JSON for the card's model-index")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--license", default="apache-2.0")
+    push.set_defaults(run=_push)
+
+    info = commands.add_parser("info", help="what a checkpoint is: preset, hash settings, vocabulary, bytes")
+    info.add_argument("checkpoint", help="EELBERT checkpoint folder")
+    info.set_defaults(run=_info)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     from transformers.utils import logging
 
-    logging.disable_progress_bar()  # per-file "Writing model shards" bars would drown the tables
+    logging.disable_progress_bar()  # per-file progress bars would drown the output
+    logging.set_verbosity_error()
     try:
         args.run(args)
-    except (ValueError, OSError) as error:
-        print(f"eelbert {args.command}: error: {error}", file=sys.stderr)
+    except Exception as error:  # the command line shows one clear line, not a traceback
+        message = " ".join(str(error).split())
+        print(f"eelbert {args.command}: error: {message}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,6 +1,9 @@
+import socket
+import threading
 from pathlib import Path
 
 import pytest
+from hub_server import HubServer
 from transformers import AutoTokenizer
 
 import eelbert
@@ -33,3 +36,16 @@ def small_config(tokenizer):
         "eelbert-tiny", tokenizer=tokenizer, hidden_size=32, intermediate_size=64, embedding_size=32,
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
     )
+
+
+@pytest.fixture
+def hub():
+    threads_before = set(threading.enumerate())
+    server = HubServer().start()
+    yield server
+    port = int(server.url.rsplit(":", 1)[1])
+    server.stop()
+    assert server.unhandled == [], "the clients hit routes the server does not know"
+    assert set(threading.enumerate()) <= threads_before, "the server left threads behind"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1)

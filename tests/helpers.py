@@ -1,9 +1,11 @@
 """Helpers shared by the tests."""
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 # Python code that makes `eelbert` and `mmh3` unimportable, as on a machine with only torch + transformers.
 WITHOUT_EELBERT = "import sys\nsys.modules['eelbert'] = None\nsys.modules['mmh3'] = None\n"
@@ -18,3 +20,16 @@ def run_python(code: str, env_extra: dict | None = None, cwd=None) -> str:
     if result.returncode != 0:
         raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result.stdout
+
+
+def run_client(hub, code: str, hf_home: Path, **env: str):
+    """Run `code` in a fresh Python with the Hub pointed at `hub`; return what it printed, parsed as JSON."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=hub.client_env(hf_home, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

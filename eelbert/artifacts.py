@@ -1,0 +1,120 @@
+"""Deployment artifacts: half-precision and int8 checkpoints, and ONNX graphs.
+
+- fp16 / bf16: an ordinary checkpoint in that dtype (`save_pretrained` of the converted model); loads
+  anywhere with `from_pretrained(..., trust_remote_code=True)`.
+- int8: every matrix (linear weights, position and token-type embeddings) stored as int8 with one fp32
+  scale per row (symmetric, round to nearest); vectors in fp16. `model.int8.safetensors` next to the config
+  and the `modeling/` files; `load_int8` rebuilds a float model (needs this package).
+- ONNX: the encoder (or a sequence-classification model) on `inputs_embeds`, so the graph holds no
+  vocabulary-sized table and stays the size of the weights. The embedding step runs before it:
+  `embed_for_onnx(input_ids, config)` (the hash embeddings of the ids' strings, `eelbert.hash_embed`).
+"""
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig
+
+from .modeling.modeling_eelbert import hash_embed
+
+INT8_WEIGHTS = "model.int8.safetensors"
+INT8_FORMAT = "eelbert-int8-rowwise-v1"
+
+
+def save_int8(model, folder) -> Path:
+    """Write an int8 checkpoint of `model` (config, modeling files and `model.int8.safetensors`) to folder."""
+    folder = Path(folder)
+    model.save_pretrained(folder)  # the config (with architectures) and the modeling files
+    (folder / "model.safetensors").unlink()
+    tensors = {}
+    for name, value in model.state_dict().items():
+        value = value.detach().float().cpu()
+        if value.dim() == 2:
+            scale = value.abs().amax(dim=1).clamp(min=1e-12) / 127
+            tensors[name + ":int8"] = torch.round(value / scale.unsqueeze(1)).clamp(-127, 127).to(torch.int8)
+            tensors[name + ":scale"] = scale
+        else:
+            tensors[name] = value.half()
+    path = folder / INT8_WEIGHTS
+    save_file(tensors, path, metadata={"format": INT8_FORMAT})
+    return path
+
+
+def load_int8(folder):
+    """A float32 model rebuilt from an int8 checkpoint written by `save_int8`."""
+    import eelbert  # noqa: F401  (registers the EELBERT classes with the Auto classes)
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForMultipleChoice
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+    from transformers import AutoModelForTokenClassification
+
+    folder = Path(folder)
+    path = folder / INT8_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} has no {INT8_WEIGHTS}: it is not an int8 EELBERT checkpoint")
+    tensors = load_file(path)
+    config = AutoConfig.from_pretrained(folder)
+    auto_class = {
+        "EelbertModel": AutoModel,
+        "EelbertForMaskedLM": AutoModelForMaskedLM,
+        "EelbertForSequenceClassification": AutoModelForSequenceClassification,
+        "EelbertForTokenClassification": AutoModelForTokenClassification,
+        "EelbertForQuestionAnswering": AutoModelForQuestionAnswering,
+        "EelbertForMultipleChoice": AutoModelForMultipleChoice,
+    }[(config.architectures or ["EelbertModel"])[0]]
+    model = auto_class.from_config(config)
+    state = {}
+    for name, value in tensors.items():
+        if name.endswith(":int8"):
+            base = name[: -len(":int8")]
+            state[base] = value.float() * tensors[base + ":scale"].unsqueeze(1)
+        elif not name.endswith(":scale"):
+            state[name] = value.float()
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def embed_for_onnx(input_ids: torch.Tensor, config) -> torch.Tensor:
+    """The `inputs_embeds` an exported ONNX graph expects: the hash embeddings of the ids' token strings."""
+    ids, inverse = torch.unique(input_ids, return_inverse=True)
+    vocab = config.vocab
+    return hash_embed([vocab[i] for i in ids.tolist()], config)[inverse]
+
+
+class _OnInputsEmbeds(torch.nn.Module):
+    """The model as a graph from (inputs_embeds, attention_mask, token_type_ids) to its first output."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs_embeds, attention_mask, token_type_ids):
+        return self.model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=False
+        )[0]
+
+
+def export_onnx(model, folder) -> Path:
+    """Export `model` (an EelbertModel or a task head) to folder/model.onnx on inputs_embeds, with dynamic
+    batch and sequence length, and its config (the embedding step needs the vocabulary) to folder/config.json.
+    Inputs: inputs_embeds [batch, seq, embedding_size] float32, attention_mask and token_type_ids [batch, seq]
+    int64; output: the model's first output (last_hidden_state or logits)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.onnx"
+    model = model.eval().float()
+    example = (
+        torch.zeros(2, 8, model.config.embedding_size),
+        torch.ones(2, 8, dtype=torch.long),
+        torch.zeros(2, 8, dtype=torch.long),
+    )
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=model.config.max_position_embeddings)
+    dynamic = {"inputs_embeds": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence},
+               "token_type_ids": {0: batch, 1: sequence}}
+    torch.onnx.export(
+        _OnInputsEmbeds(model), example, str(path), dynamo=True, dynamic_shapes=dynamic,
+        input_names=["inputs_embeds", "attention_mask", "token_type_ids"], output_names=["output"],
+        external_data=False, optimize=True,
+    )
+    model.config.save_pretrained(folder)
+    return path

@@ -1,0 +1,105 @@
+"""Convert a BERT checkpoint to EELBERT: keep its encoder, pooler and heads, drop the word-embedding table,
+bind the tokenizer's vocabulary. The result is ready for continued (masked-LM) pretraining, during which
+the encoder learns to read hash embeddings instead of the learned ones it was trained with."""
+
+import re
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    BertForMultipleChoice,
+    BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+)
+
+from .modeling.configuration_eelbert import EelbertConfig
+from .modeling.modeling_eelbert import (
+    EelbertForMaskedLM,
+    EelbertForMultipleChoice,
+    EelbertForQuestionAnswering,
+    EelbertForSequenceClassification,
+    EelbertForTokenClassification,
+    EelbertModel,
+)
+
+# BERT class -> (how to load it, the EELBERT class that keeps the same head)
+CONVERTIBLE = {
+    "BertModel": (BertModel, EelbertModel),
+    "BertForPreTraining": (BertForPreTraining, EelbertForMaskedLM),  # the next-sentence head is dropped
+    "BertForMaskedLM": (BertForMaskedLM, EelbertForMaskedLM),
+    "BertForSequenceClassification": (BertForSequenceClassification, EelbertForSequenceClassification),
+    "BertForTokenClassification": (BertForTokenClassification, EelbertForTokenClassification),
+    "BertForQuestionAnswering": (BertForQuestionAnswering, EelbertForQuestionAnswering),
+    "BertForMultipleChoice": (BertForMultipleChoice, EelbertForMultipleChoice),
+}
+# Encoder fields copied from BertConfig (everything else is EELBERT's own or a default).
+BERT_FIELDS = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
+    "initializer_range", "layer_norm_eps", "classifier_dropout", "id2label", "label2id", "problem_type",
+)
+# BERT state-dict names -> EELBERT names; None drops the tensor.
+RENAMES = [
+    (r"^bert\.embeddings\.word_embeddings\.", None),  # replaced by the hash embedding
+    (r"^cls\.predictions\.decoder\.", None),  # tied to the word embeddings in BERT; to the hash table here
+    (r"^cls\.seq_relationship\.", None),  # next-sentence prediction
+    (r"^bert\.embeddings\.position_ids$", None),
+    (r"^bert\.", "eelbert."),
+    (r"^cls\.predictions\.transform\.", "cls.predictions."),
+]
+
+
+def _rename(key: str) -> str | None:
+    for pattern, replacement in RENAMES:
+        if re.search(pattern, key):
+            if replacement is None:
+                return None
+            key = re.sub(pattern, replacement, key)
+    return key
+
+
+def convert_bert(source, tokenizer=None, **config_overrides):
+    """(EELBERT model, tokenizer, bytes of the BERT weights) for the BERT checkpoint `source` (folder or Hub
+    id). `tokenizer` (object, folder or Hub id) defaults to the one saved with the checkpoint; it must be the
+    tokenizer BERT was trained with, since ids keep their meaning."""
+    bert_config = AutoConfig.from_pretrained(source)
+    if not isinstance(bert_config, BertConfig):
+        raise ValueError(f"{source} is a {type(bert_config).__name__} checkpoint, not BERT")
+    architecture = (bert_config.architectures or ["BertModel"])[0]
+    if architecture not in CONVERTIBLE:
+        raise ValueError(f"{source} is a {architecture}; convertible BERT classes: {sorted(CONVERTIBLE)}")
+    bert_class, eelbert_class = CONVERTIBLE[architecture]
+    if tokenizer is None or isinstance(tokenizer, str):
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer or source)
+    fields = {name: getattr(bert_config, name) for name in BERT_FIELDS if hasattr(bert_config, name)}
+    config = EelbertConfig.from_tokenizer(tokenizer, embedding_size=bert_config.hidden_size, **fields, **config_overrides)
+
+    bert = bert_class.from_pretrained(source)
+    bert_bytes = state_dict_bytes(bert)
+    state = {}
+    for key, value in bert.state_dict().items():
+        new_key = _rename(key)
+        if new_key is not None:
+            state[new_key] = value
+    model = eelbert_class(config)
+    if "cls.predictions.bias" in state:  # BERT's bias covers its vocab_size rows; keep those of our vocabulary
+        bias = model.cls.predictions.bias.detach().clone()
+        rows = min(len(bias), len(state["cls.predictions.bias"]))
+        bias[:rows] = state["cls.predictions.bias"][:rows]
+        state["cls.predictions.bias"] = bias
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or missing:
+        raise ValueError(f"cannot map the BERT weights onto {eelbert_class.__name__}: missing {missing}, unexpected {unexpected}")
+    return model, tokenizer, bert_bytes
+
+
+def state_dict_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the tensors a checkpoint of this model stores (tied tensors once)."""
+    unique = {t.data_ptr(): t for t in model.state_dict().values()}
+    return sum(t.numel() * t.element_size() for t in unique.values())
