@@ -112,7 +112,7 @@ def export_onnx(model, folder) -> Path:
     dynamic = {"inputs_embeds": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence},
                "token_type_ids": {0: batch, 1: sequence}}
     torch.onnx.export(
-        _OnInputsEmbeds(model), example, str(path), dynamo=True, dynamic_shapes=dynamic,
+        _OnInputsEmbeds(model).eval(), example, str(path), dynamo=True, dynamic_shapes=dynamic,
         input_names=["inputs_embeds", "attention_mask", "token_type_ids"], output_names=["output"],
         external_data=False, optimize=True,
     )
