@@ -6,17 +6,10 @@ load EELBERT checkpoints without `trust_remote_code`. Checkpoints also carry the
 they load with `trust_remote_code=True` where eelbert is not installed.
 """
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForMaskedLM,
-    AutoModelForMultipleChoice,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-)
+import transformers
 
-from .modeling.configuration_eelbert import EelbertConfig, vocabulary_of
+from .modeling import modeling_eelbert
+from .modeling.configuration_eelbert import AUTO_CLASS_OF, EelbertConfig, vocabulary_of
 from .modeling.hashing_eelbert import HASH_VERSION
 from .modeling.modeling_eelbert import (
     EelbertForMaskedLM,
@@ -31,16 +24,9 @@ from .modeling.modeling_eelbert import (
 from .presets import BASELINE_OF, EELBERT_PRESETS, baseline_config
 from .size import SizeRow, format_size_table, size_report
 
-AutoConfig.register("eelbert", EelbertConfig, exist_ok=True)
-for _auto, _model in (
-    (AutoModel, EelbertModel),
-    (AutoModelForMaskedLM, EelbertForMaskedLM),
-    (AutoModelForSequenceClassification, EelbertForSequenceClassification),
-    (AutoModelForTokenClassification, EelbertForTokenClassification),
-    (AutoModelForQuestionAnswering, EelbertForQuestionAnswering),
-    (AutoModelForMultipleChoice, EelbertForMultipleChoice),
-):
-    _auto.register(EelbertConfig, _model, exist_ok=True)
+transformers.AutoConfig.register("eelbert", EelbertConfig, exist_ok=True)
+for _class_name, _auto_class in AUTO_CLASS_OF.items():
+    getattr(transformers, _auto_class).register(EelbertConfig, getattr(modeling_eelbert, _class_name), exist_ok=True)
 
 __version__ = "0.1.0"
 __all__ = [

@@ -13,9 +13,11 @@
 from pathlib import Path
 
 import torch
+import transformers
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig
 
+from .modeling.configuration_eelbert import AUTO_CLASS_OF
 from .modeling.modeling_eelbert import hash_embed
 
 INT8_WEIGHTS = "model.int8.safetensors"
@@ -43,25 +45,13 @@ def save_int8(model, folder) -> Path:
 
 def load_int8(folder):
     """A float32 model rebuilt from an int8 checkpoint written by `save_int8`."""
-    import eelbert  # noqa: F401  (registers the EELBERT classes with the Auto classes)
-    from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForMultipleChoice
-    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
-    from transformers import AutoModelForTokenClassification
-
     folder = Path(folder)
     path = folder / INT8_WEIGHTS
     if not path.is_file():
         raise FileNotFoundError(f"{folder} has no {INT8_WEIGHTS}: it is not an int8 EELBERT checkpoint")
     tensors = load_file(path)
     config = AutoConfig.from_pretrained(folder)
-    auto_class = {
-        "EelbertModel": AutoModel,
-        "EelbertForMaskedLM": AutoModelForMaskedLM,
-        "EelbertForSequenceClassification": AutoModelForSequenceClassification,
-        "EelbertForTokenClassification": AutoModelForTokenClassification,
-        "EelbertForQuestionAnswering": AutoModelForQuestionAnswering,
-        "EelbertForMultipleChoice": AutoModelForMultipleChoice,
-    }[(config.architectures or ["EelbertModel"])[0]]
+    auto_class = getattr(transformers, AUTO_CLASS_OF[(config.architectures or ["EelbertModel"])[0]])
     model = auto_class.from_config(config)
     state = {}
     for name, value in tensors.items():

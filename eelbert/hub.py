@@ -7,6 +7,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, HfApi, ModelCardData
 from transformers import AutoConfig, BertConfig
 
+from .modeling.configuration_eelbert import AUTO_CLASS_OF
 from .presets import BASELINE_OF, baseline_config
 
 PIPELINE_TAGS = {
@@ -17,16 +18,6 @@ PIPELINE_TAGS = {
     "EelbertForQuestionAnswering": "question-answering",
     "EelbertForMultipleChoice": None,  # no pipeline for multiple choice
 }
-AUTO_CLASS = {
-    "EelbertModel": "AutoModel",
-    "EelbertForMaskedLM": "AutoModelForMaskedLM",
-    "EelbertForSequenceClassification": "AutoModelForSequenceClassification",
-    "EelbertForTokenClassification": "AutoModelForTokenClassification",
-    "EelbertForQuestionAnswering": "AutoModelForQuestionAnswering",
-    "EelbertForMultipleChoice": "AutoModelForMultipleChoice",
-}
-
-
 def _bert_counterpart_bytes(config) -> tuple[str, int]:
     """Name and fp32 weight bytes of the BERT with the same encoder and vocabulary size."""
     if config.preset in BASELINE_OF:
@@ -96,10 +87,10 @@ def model_card(folder, repo_id: str, revision: str | None = None, results: dict 
         "## Usage",
         "",
         "```python",
-        f"from transformers import AutoTokenizer, {AUTO_CLASS[architecture]}",
+        f"from transformers import AutoTokenizer, {AUTO_CLASS_OF[architecture]}",
         "",
         f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}"{pin})',
-        f'model = {AUTO_CLASS[architecture]}.from_pretrained("{repo_id}", trust_remote_code=True{pin})',
+        f'model = {AUTO_CLASS_OF[architecture]}.from_pretrained("{repo_id}", trust_remote_code=True{pin})',
         "```",
         "",
         "`trust_remote_code=True` runs the three `*_eelbert.py` files of this repository (torch + transformers only);",

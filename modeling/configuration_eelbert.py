@@ -20,6 +20,8 @@ AUTO_MAP = {
     "AutoModelForQuestionAnswering": "modeling_eelbert.EelbertForQuestionAnswering",
     "AutoModelForMultipleChoice": "modeling_eelbert.EelbertForMultipleChoice",
 }
+# Model class name -> the Auto class that loads it ("EelbertForMaskedLM" -> "AutoModelForMaskedLM").
+AUTO_CLASS_OF = {target.split(".")[1]: auto for auto, target in AUTO_MAP.items() if auto != "AutoConfig"}
 MLM_DECODERS = ("hash", "learned")
 EMBEDDING_TABLE_MODES = ("lazy", "full", "per_batch")
 _UNUSED_TOKEN = re.compile(r"\[unused\d+\]")
@@ -281,4 +283,4 @@ class EelbertConfig(PreTrainedConfig):
         return f"{self.__class__.__name__} {shown}"
 
 
-__all__ = ["EelbertConfig", "Tokens", "vocabulary_of"]
+__all__ = ["AUTO_CLASS_OF", "AUTO_MAP", "EelbertConfig", "Tokens", "vocabulary_of"]

@@ -25,7 +25,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .configuration_eelbert import EelbertConfig, vocabulary_of
+from .configuration_eelbert import AUTO_CLASS_OF, EelbertConfig, vocabulary_of
 from .hashing_eelbert import hash_embedding_table
 
 
@@ -724,15 +724,8 @@ class EelbertForQuestionAnswering(EelbertPreTrainedModel):
 
 # save_pretrained copies these files next to every checkpoint (see AUTO_MAP in configuration_eelbert.py).
 EelbertConfig.register_for_auto_class()
-for _model_class, _auto_class in (
-    (EelbertModel, "AutoModel"),
-    (EelbertForMaskedLM, "AutoModelForMaskedLM"),
-    (EelbertForSequenceClassification, "AutoModelForSequenceClassification"),
-    (EelbertForTokenClassification, "AutoModelForTokenClassification"),
-    (EelbertForQuestionAnswering, "AutoModelForQuestionAnswering"),
-    (EelbertForMultipleChoice, "AutoModelForMultipleChoice"),
-):
-    _model_class.register_for_auto_class(_auto_class)
+for _class_name, _auto_class in AUTO_CLASS_OF.items():
+    globals()[_class_name].register_for_auto_class(_auto_class)
 
 __all__ = [
     "hash_embed",
