@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import BertForMaskedLM, BertModel
 
 from .modeling.configuration_eelbert import EelbertConfig
 from .modeling.modeling_eelbert import EelbertForMaskedLM, EelbertModel
@@ -41,6 +40,8 @@ def size_report(presets=EELBERT_PRESETS, tokenizer=None, heads=("encoder", "mask
     """Build each preset and its BERT baseline with the same vocabulary, save both, and compare.
     Without a tokenizer the vocabulary is 30,522 placeholder strings (bert-base-uncased's size): the
     sizes depend on the number of tokens, not on their strings."""
+    from transformers import BertForMaskedLM, BertModel  # here: importing BERT's modeling slows `import eelbert`
+
     if tokenizer is None:
         vocab_args = dict(vocab=[f"token{i}" for i in range(BERT_UNCASED_VOCAB_SIZE)])
         vocab_size = BERT_UNCASED_VOCAB_SIZE
