@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig
 
 from .modeling.configuration_eelbert import AUTO_CLASS_OF
-from .modeling.modeling_eelbert import hash_embed
+from .modeling.modeling_eelbert import hash_embed_ids
 
 INT8_WEIGHTS = "model.int8.safetensors"
 INT8_FORMAT = "eelbert-int8-rowwise-v1"
@@ -66,9 +66,7 @@ def load_int8(folder):
 
 def embed_for_onnx(input_ids: torch.Tensor, config) -> torch.Tensor:
     """The `inputs_embeds` an exported ONNX graph expects: the hash embeddings of the ids' token strings."""
-    ids, inverse = torch.unique(input_ids, return_inverse=True)
-    vocab = config.vocab
-    return hash_embed([vocab[i] for i in ids.tolist()], config)[inverse]
+    return hash_embed_ids(input_ids, config)
 
 
 class _OnInputsEmbeds(torch.nn.Module):

@@ -86,15 +86,14 @@ class EelbertHashEmbedding(nn.Module):
                     f"{self.num_embeddings} tokens (ids 0..{self.num_embeddings - 1}); to add tokens, use "
                     "model.set_vocab(tokenizer)"
                 )
-        vocab = self.config.vocab
         if self.config.embedding_table == "per_batch":
-            ids, inverse = torch.unique(input_ids, return_inverse=True)
-            return hash_embed([vocab[i] for i in ids.tolist()], self.config).to(input_ids.device)[inverse]
+            return hash_embed_ids(input_ids, self.config)
         if not self.complete and tracing:
             raise ValueError("build the whole hash table before tracing or compiling: read model.get_input_embeddings().weight")
         if not self.complete and not bool(self.built[input_ids].all()):
             ids = torch.unique(input_ids)
             missing = ids[~self.built[ids]]
+            vocab = self.config.vocab
             self.table[missing] = hash_embed([vocab[i] for i in missing.tolist()], self.config).to(self.table)
             self.built[missing] = True
         return nn.functional.embedding(input_ids, self.table)
@@ -113,6 +112,13 @@ def hash_embed(tokens: list[str], config) -> torch.Tensor:
         continuing_subword_prefix=config.continuing_subword_prefix,
         hash_version=config.hash_version,
     )
+
+
+def hash_embed_ids(input_ids: torch.Tensor, config) -> torch.Tensor:
+    """The hash embeddings of token ids ([..., embedding_size]), computing each distinct id once."""
+    ids, inverse = torch.unique(input_ids, return_inverse=True)
+    vocab = config.vocab
+    return hash_embed([vocab[i] for i in ids.tolist()], config).to(input_ids.device)[inverse]
 
 
 def vocabulary_table(config) -> torch.Tensor:
@@ -729,6 +735,7 @@ for _class_name, _auto_class in AUTO_CLASS_OF.items():
 
 __all__ = [
     "hash_embed",
+    "hash_embed_ids",
     "EelbertForMaskedLM",
     "EelbertForMultipleChoice",
     "EelbertForQuestionAnswering",

@@ -3,10 +3,8 @@
 Clients run in subprocesses: huggingface_hub reads HF_ENDPOINT at import time.
 """
 
-import json
 from pathlib import Path
 
-import pytest
 from helpers import run_client
 
 
