@@ -17,7 +17,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig
 
-from .modeling.configuration_eelbert import AUTO_CLASS_OF
+from .modeling.configuration_eelbert import auto_class_name
 from .modeling.modeling_eelbert import hash_embed_ids
 
 INT8_WEIGHTS = "model.int8.safetensors"
@@ -51,8 +51,7 @@ def load_int8(folder):
         raise FileNotFoundError(f"{folder} has no {INT8_WEIGHTS}: it is not an int8 EELBERT checkpoint")
     tensors = load_file(path)
     config = AutoConfig.from_pretrained(folder)
-    auto_class = getattr(transformers, AUTO_CLASS_OF[(config.architectures or ["EelbertModel"])[0]])
-    model = auto_class.from_config(config)
+    model = getattr(transformers, auto_class_name(config)).from_config(config)
     state = {}
     for name, value in tensors.items():
         if name.endswith(":int8"):

@@ -77,11 +77,10 @@ def _export(args):
     import transformers
 
     from . import artifacts
-    from .modeling.configuration_eelbert import AUTO_CLASS_OF
+    from .modeling.configuration_eelbert import auto_class_name
 
     config = _eelbert_config(args.checkpoint)
-    architecture = (config.architectures or ["EelbertModel"])[0]
-    model = getattr(transformers, AUTO_CLASS_OF[architecture]).from_pretrained(args.checkpoint)
+    model = getattr(transformers, auto_class_name(config)).from_pretrained(args.checkpoint)
     output = Path(args.output)
     if args.format in ("fp16", "bf16"):
         model.to(torch.float16 if args.format == "fp16" else torch.bfloat16).save_pretrained(output)

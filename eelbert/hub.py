@@ -7,7 +7,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, HfApi, ModelCardData
 from transformers import AutoConfig, BertConfig
 
-from .modeling.configuration_eelbert import AUTO_CLASS_OF
+from .modeling.configuration_eelbert import auto_class_name
 from .presets import BASELINE_OF, baseline_config
 
 PIPELINE_TAGS = {
@@ -59,6 +59,7 @@ def model_card(folder, repo_id: str, revision: str | None = None, results: dict 
     folder = Path(folder)
     config = AutoConfig.from_pretrained(folder)
     architecture = (config.architectures or ["EelbertModel"])[0]
+    auto_class = auto_class_name(config)
     weights = folder / "model.safetensors"
     file_bytes = weights.stat().st_size if weights.exists() else None
     bert_name, bert_bytes = _bert_counterpart_bytes(config)
@@ -87,10 +88,10 @@ def model_card(folder, repo_id: str, revision: str | None = None, results: dict 
         "## Usage",
         "",
         "```python",
-        f"from transformers import AutoTokenizer, {AUTO_CLASS_OF[architecture]}",
+        f"from transformers import AutoTokenizer, {auto_class}",
         "",
         f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}"{pin})',
-        f'model = {AUTO_CLASS_OF[architecture]}.from_pretrained("{repo_id}", trust_remote_code=True{pin})',
+        f'model = {auto_class}.from_pretrained("{repo_id}", trust_remote_code=True{pin})',
         "```",
         "",
         "`trust_remote_code=True` runs the three `*_eelbert.py` files of this repository (torch + transformers only);",

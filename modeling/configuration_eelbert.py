@@ -22,6 +22,12 @@ AUTO_MAP = {
 }
 # Model class name -> the Auto class that loads it ("EelbertForMaskedLM" -> "AutoModelForMaskedLM").
 AUTO_CLASS_OF = {target.split(".")[1]: auto for auto, target in AUTO_MAP.items() if auto != "AutoConfig"}
+
+
+def auto_class_name(config) -> str:
+    """The Auto class that loads a saved config's model ("AutoModel" when it names no architecture)."""
+    return AUTO_CLASS_OF[(config.architectures or ["EelbertModel"])[0]]
+
 MLM_DECODERS = ("hash", "learned")
 EMBEDDING_TABLE_MODES = ("lazy", "full", "per_batch")
 _UNUSED_TOKEN = re.compile(r"\[unused\d+\]")
@@ -283,4 +289,4 @@ class EelbertConfig(PreTrainedConfig):
         return f"{self.__class__.__name__} {shown}"
 
 
-__all__ = ["AUTO_CLASS_OF", "AUTO_MAP", "EelbertConfig", "Tokens", "vocabulary_of"]
+__all__ = ["AUTO_CLASS_OF", "AUTO_MAP", "EelbertConfig", "Tokens", "auto_class_name", "vocabulary_of"]

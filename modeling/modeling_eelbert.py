@@ -25,7 +25,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .configuration_eelbert import AUTO_CLASS_OF, EelbertConfig, vocabulary_of
+from .configuration_eelbert import AUTO_CLASS_OF, EelbertConfig
 from .hashing_eelbert import hash_embedding_table
 
 
@@ -743,5 +743,4 @@ __all__ = [
     "EelbertForTokenClassification",
     "EelbertModel",
     "EelbertPreTrainedModel",
-    "vocabulary_of",
 ]
