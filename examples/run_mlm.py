@@ -6,6 +6,10 @@
 Text files (or folders of .txt files) are tokenized and cut into blocks of --block-size tokens; a held-out
 fraction of the blocks measures masked-token accuracy and perplexity. The output folder (and every
 checkpoint) loads with `AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True)`.
+
+Training scores only the masked positions (`sparse_prediction`; for plain BERT the small subclass below):
+the loss is the same, but the vocabulary projection of the 85% unmasked tokens, most of a tiny model's
+compute, is skipped (about 4x faster for eelbert-tiny / bert-tiny on CPU).
 """
 
 import argparse
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForMaskedLM,
     AutoTokenizer,
     BertForMaskedLM,
@@ -23,6 +28,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.modeling_outputs import MaskedLMOutput
 
 import eelbert
 
@@ -46,9 +52,10 @@ def token_blocks(tokenizer, files, block_size):
     body = block_size - 2
     stream = []
     for file in files:
-        for paragraph in file.read_text(encoding="utf-8").split("\n"):
-            if paragraph.strip():
-                stream += tokenizer(paragraph, add_special_tokens=False)["input_ids"] + [tokenizer.sep_token_id]
+        paragraphs = [p for p in file.read_text(encoding="utf-8").split("\n") if p.strip()]
+        for start in range(0, len(paragraphs), 1000):  # batched: fast tokenizers encode a batch in parallel
+            for ids in tokenizer(paragraphs[start : start + 1000], add_special_tokens=False)["input_ids"]:
+                stream += ids + [tokenizer.sep_token_id]
     blocks = [stream[i : i + body] for i in range(0, len(stream) - body + 1, body)]
     if not blocks:
         raise ValueError(f"the training text has {len(stream)} tokens, fewer than one block of {block_size}")
@@ -68,13 +75,39 @@ def add_word_offsets(tokenizer, blocks):
         block["offset_mapping"] = offsets
 
 
+class BertForSparseMaskedLM(BertForMaskedLM):
+    """BertForMaskedLM that, given labels, scores only the labelled positions, exactly as EelbertForMaskedLM
+    with `sparse_prediction=True`: the plain-BERT baseline trains with the same loss at the same cost."""
+
+    accepts_loss_kwargs = False  # a per-batch mean loss, like EelbertForMaskedLM
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        if labels is None:
+            return super().forward(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
+        hidden = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        labelled = labels != -100
+        logits = self.cls(hidden[labelled])
+        return MaskedLMOutput(loss=torch.nn.functional.cross_entropy(logits, labels[labelled]), logits=logits)
+
+
 def build_model(name_or_path, tokenizer):
     """A preset (eelbert-* / uno-eelbert / bert-*), a config JSON, or a checkpoint to continue from."""
     if name_or_path in eelbert.EELBERT_PRESETS or str(name_or_path).endswith(".json"):
-        return eelbert.EelbertForMaskedLM(eelbert.EelbertConfig.from_preset(name_or_path, tokenizer=tokenizer))
+        config = eelbert.EelbertConfig.from_preset(name_or_path, tokenizer=tokenizer, sparse_prediction=True)
+        return eelbert.EelbertForMaskedLM(config)
     if name_or_path in set(eelbert.BASELINE_OF.values()):
-        return BertForMaskedLM(eelbert.baseline_config(name_or_path, vocab_size=len(tokenizer)))
-    return AutoModelForMaskedLM.from_pretrained(name_or_path, trust_remote_code=True)
+        return BertForSparseMaskedLM(eelbert.baseline_config(name_or_path, vocab_size=len(tokenizer)))
+    if AutoConfig.from_pretrained(name_or_path, trust_remote_code=True).model_type == "bert":
+        return BertForSparseMaskedLM.from_pretrained(name_or_path)
+    return AutoModelForMaskedLM.from_pretrained(name_or_path, trust_remote_code=True, sparse_prediction=True)
+
+
+def masked_predictions(logits, labels):
+    """[batch, seq] predicted ids (-100 where nothing is masked) from the logits of the masked positions;
+    only these argmaxes are kept: full logits for every validation token would not fit in memory."""
+    predictions = torch.full_like(labels, -100)
+    predictions[labels != -100] = logits.argmax(-1)
+    return predictions
 
 
 def masked_accuracy(eval_prediction):
@@ -140,8 +173,7 @@ def main(argv=None):
         data_collator=collator,
         processing_class=tokenizer,
         compute_metrics=masked_accuracy,
-        # Keep only the argmax: full logits for every validation token would not fit in memory.
-        preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
+        preprocess_logits_for_metrics=masked_predictions,
     )
     trainer.train(resume_from_checkpoint=bool(args.resume) or None)
     metrics = trainer.evaluate()
@@ -149,6 +181,7 @@ def main(argv=None):
     metrics["processes"] = training_args.world_size
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
+    trainer.model.config.sparse_prediction = False  # users of the saved model get logits for every position
     trainer.save_model(args.output)  # model, config, modeling files and tokenizer (processing_class)
     return metrics
 

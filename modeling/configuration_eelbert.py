@@ -102,6 +102,9 @@ class EelbertConfig(PreTrainedConfig):
             an id is looked up (a load pays only for the tokens it sees); "full": all at construction and load;
             "per_batch": never stored, the rows of each batch are computed on every call (least memory, slower;
             not with the "hash" masked-LM decoder, which scores every token). Values are identical in all modes.
+        sparse_prediction (`bool`, False): masked-LM with `labels` scores only the labelled positions and returns
+            logits of shape [labelled positions, vocab_size]: the same loss, without the vocabulary projection of
+            the ~85% unmasked tokens (most of a small model's pretraining compute). As in ModernBERT.
         preset (`str`): the name of the preset the config was made from, if any (informational).
     """
 
@@ -134,6 +137,7 @@ class EelbertConfig(PreTrainedConfig):
         embedding_projection=None,
         mlm_decoder="hash",
         embedding_table="lazy",
+        sparse_prediction=False,
         preset=None,
         **kwargs,
     ):
@@ -168,6 +172,7 @@ class EelbertConfig(PreTrainedConfig):
         )
         self.mlm_decoder = mlm_decoder
         self.embedding_table = embedding_table
+        self.sparse_prediction = sparse_prediction
         self.preset = preset
         self.auto_map = dict(AUTO_MAP)
         self._check()
@@ -209,6 +214,8 @@ class EelbertConfig(PreTrainedConfig):
             raise ValueError(f"hash_seed must be an integer in [0, 2**32), got {self.hash_seed!r}")
         if self.mlm_decoder not in MLM_DECODERS:
             raise ValueError(f"mlm_decoder must be one of {MLM_DECODERS}, got {self.mlm_decoder!r}")
+        if not isinstance(self.sparse_prediction, bool):
+            raise ValueError(f"sparse_prediction must be true or false, got {self.sparse_prediction!r}")
         if self.embedding_table not in EMBEDDING_TABLE_MODES:
             raise ValueError(f"embedding_table must be one of {EMBEDDING_TABLE_MODES}, got {self.embedding_table!r}")
         if self.embedding_size != self.hidden_size and not self.embedding_projection:

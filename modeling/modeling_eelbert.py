@@ -500,7 +500,8 @@ class EelbertForMaskedLM(EelbertPreTrainedModel):
         output_hidden_states=None,
         return_dict=None,
     ):
-        """`labels`: [batch, seq] token ids to predict, -100 where no prediction is scored."""
+        """`labels`: [batch, seq] token ids to predict, -100 where no prediction is scored. With
+        `config.sparse_prediction`, logits are returned for the labelled positions only ([n, vocab_size])."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.eelbert(
             input_ids,
@@ -512,7 +513,11 @@ class EelbertForMaskedLM(EelbertPreTrainedModel):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        prediction_scores = self.cls(outputs.last_hidden_state, self.eelbert.embeddings.word_embeddings.weight)
+        sequence_output = outputs.last_hidden_state
+        if labels is not None and self.config.sparse_prediction:
+            labelled = labels != -100
+            sequence_output, labels = sequence_output[labelled], labels[labelled]
+        prediction_scores = self.cls(sequence_output, self.eelbert.embeddings.word_embeddings.weight)
         loss = None
         if labels is not None:
             loss = CrossEntropyLoss()(prediction_scores.view(-1, self.config.vocab_size), labels.view(-1))

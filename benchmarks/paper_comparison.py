@@ -1,0 +1,328 @@
+"""The paper's comparison at equal budget: bert-tiny vs eelbert-tiny vs uno-eelbert (MurmurHash3 and rolling hash).
+
+    python benchmarks/paper_comparison.py --work /tmp/paper            # hours on 2 cores; resumable
+    python benchmarks/paper_comparison.py --work /tmp/paper --stage report
+
+1. pretrain: every model with examples/run_mlm.py on ../shared/data/corpus, identical settings (the BERT
+   uncased tokenizer, 128-token blocks, batch, steps, schedule, seed); all models run at once, one thread each.
+2. finetune: every pretrained model on every GLUE task in ../shared/data/glue with examples/run_glue.py over
+   the same grid (learning rates x epochs, best dev score per task, as Turc et al. did for BERT-tiny); then the
+   best SST-2 classifier is scored on the SST-2 dev set with a typo in 10% of its words.
+3. report: benchmarks/results/<model>.json, a markdown table (ratios to bert-tiny, the paper's claims beside)
+   and benchmarks/results/size_vs_glue.png.
+Finished steps are skipped when the command is run again with the same --work.
+"""
+
+import argparse
+import csv
+import importlib.util
+import json
+import os
+import random
+import string
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+RESULTS = REPO / "benchmarks" / "results"
+
+# model name -> what run_mlm.py --model gets (a preset, or a config JSON written into the work folder)
+MODELS = {
+    "bert-tiny": "bert-tiny",
+    "eelbert-tiny": "eelbert-tiny",
+    "uno-eelbert": "uno-eelbert",
+    "uno-eelbert-rolling": {"preset": "uno-eelbert", "hash_function": "rolling"},
+}
+GLUE_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte", "wnli"]
+# The paper's claims (Cohn et al., EMNLP 2023), relative to BERT-tiny's GLUE score.
+PAPER_CLAIMS = {
+    "bert-tiny": "baseline",
+    "eelbert-tiny": "minimal regression",
+    "uno-eelbert": "within 4% of BERT-tiny (>= 0.96)",
+    "uno-eelbert-rolling": "(paper's hash-function question)",
+}
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def commit_hash():
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True)
+    return result.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def single_thread_env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+# ---- 1. pretraining ----
+
+
+def model_argument(work, name):
+    spec = MODELS[name]
+    if isinstance(spec, str):
+        return spec
+    preset = json.loads((REPO / "configs" / f"{spec['preset']}.json").read_text())
+    path = work / f"{name}.json"
+    path.write_text(json.dumps({**preset, **{k: v for k, v in spec.items() if k != "preset"}}, indent=2))
+    return str(path)
+
+
+def pretrain(args, names):
+    """Start every unfinished model's run_mlm.py at once (one thread each), wait, record the budget."""
+    running = {}
+    for name in names:
+        out = args.work / "pretrained" / name
+        if (out / "budget.json").is_file():
+            continue
+        command = [
+            sys.executable, str(REPO / "examples" / "run_mlm.py"), "--model", model_argument(args.work, name),
+            "--tokenizer", str(args.tokenizer), "--train", *map(str, args.corpus), "--output", str(out),
+            "--max-steps", str(args.steps), "--batch-size", str(args.batch_size), "--learning-rate", str(args.pretrain_lr),
+            "--validation-fraction", "0.01", "--eval-steps", str(max(1, args.steps // 2)),
+            "--save-steps", str(max(1, args.steps // 4)), "--seed", str(args.seed),
+        ]
+        if (out / "trainer_state.json").exists() or any(out.glob("checkpoint-*")):
+            command.append("--resume")
+        log = open(args.work / f"pretrain-{name}.log", "a")
+        print(f"pretraining {name}: log in {log.name}", flush=True)
+        running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=single_thread_env()), time.time(), command)
+    for name, (process, started, command) in running.items():
+        if process.wait():
+            raise SystemExit(f"pretraining {name} failed: see {args.work / f'pretrain-{name}.log'}")
+        out = args.work / "pretrained" / name
+        evaluation = json.loads((out / "eval_results.json").read_text())
+        budget = {
+            "steps": args.steps, "batch_size": args.batch_size, "block_size": 128,
+            "tokens": args.steps * args.batch_size * 128, "seconds": round(time.time() - started, 1),
+            "learning_rate": args.pretrain_lr, "seed": args.seed, "threads": 1, "models_at_once": len(running),
+            "masked_accuracy": evaluation["eval_masked_accuracy"], "perplexity": evaluation["perplexity"],
+            "command": " ".join(command),
+        }
+        (out / "budget.json").write_text(json.dumps(budget, indent=2))
+
+
+# ---- 2. fine-tuning ----
+
+
+def task_score(metrics):
+    """One number per task, as the GLUE leaderboard does: the mean of the task's metrics."""
+    return sum(metrics.values()) / len(metrics)
+
+
+def add_typos(sentences, fraction, seed):
+    """Copies of `sentences` in which `fraction` of all words (those with a letter), drawn at random, get one
+    random character edit: delete, insert, substitute or swap two neighbours."""
+    rng = random.Random(seed)
+    words = [s.split(" ") for s in sentences]
+    positions = [(i, j) for i, ws in enumerate(words) for j, w in enumerate(ws) if any(c.isalpha() for c in w)]
+    for i, j in rng.sample(positions, round(fraction * len(positions))):
+        words[i][j] = one_edit(words[i][j], rng)
+    return [" ".join(ws) for ws in words]
+
+
+def one_edit(word, rng):
+    letters = string.ascii_lowercase
+    edits = ["insert", "substitute"] + (["delete", "swap"] if len(word) > 1 else [])
+    while True:
+        edit, k = rng.choice(edits), rng.randrange(len(word))
+        if edit == "insert":
+            edited = word[:k] + rng.choice(letters) + word[k:]
+        elif edit == "substitute":
+            edited = word[:k] + rng.choice(letters.replace(word[k].lower(), "")) + word[k + 1 :]
+        elif edit == "delete":
+            edited = word[:k] + word[k + 1 :]
+        else:
+            k = min(k, len(word) - 2)
+            edited = word[:k] + word[k + 1] + word[k] + word[k + 2 :]
+        if edited != word:
+            return edited
+
+
+def sst2_accuracy(checkpoint, sentences, labels):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint, trust_remote_code=True).eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(sentences), 64):
+            batch = tokenizer(sentences[start : start + 64], padding=True, truncation=True, max_length=128, return_tensors="pt")
+            predicted = model(**batch).logits.argmax(-1)
+            correct += int((predicted == torch.tensor(labels[start : start + 64])).sum())
+    return 100 * correct / len(sentences)
+
+
+def finetune_one(args, name):
+    """Every task x grid point for one model (in this process), then the typo test on SST-2."""
+    run_glue = load_example("run_glue")
+    checkpoint = args.work / "pretrained" / name
+    for task in args.tasks:
+        for lr in args.learning_rates:
+            for epochs in args.epochs:
+                out = args.work / "glue" / name / task / f"lr{lr:g}-ep{epochs}"
+                if (out / "results.json").is_file():
+                    continue
+                run_glue.main([
+                    "--model", str(checkpoint), "--task", task, "--data-dir", str(args.glue), "--output", str(out),
+                    "--learning-rate", str(lr), "--epochs", str(epochs), "--seed", str(args.seed),
+                ])
+                if task != "sst2":  # keep only the classifiers the typo test needs
+                    (out / "model.safetensors").unlink(missing_ok=True)
+    if "sst2" in args.tasks and not (args.work / "glue" / name / "typos.json").is_file():
+        best = best_run(args.work / "glue" / name / "sst2")
+        with open(args.glue / "SST-2" / "dev.tsv", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        sentences, labels = [r["sentence"] for r in rows], [int(r["label"]) for r in rows]
+        clean = sst2_accuracy(best, sentences, labels)
+        typo = sst2_accuracy(best, add_typos(sentences, 0.1, args.seed), labels)
+        typos = {"checkpoint": best.name, "clean": clean, "typos": typo, "drop": clean - typo, "words_edited": 0.1}
+        (args.work / "glue" / name / "typos.json").write_text(json.dumps(typos, indent=2))
+
+
+def best_run(task_folder):
+    runs = sorted(p.parent for p in task_folder.glob("*/results.json"))
+    if not runs:
+        raise SystemExit(f"{task_folder}: no finished fine-tuning runs")
+    return max(runs, key=lambda run: task_score(json.loads((run / "results.json").read_text())["metrics"]))
+
+
+def finetune(args, names):
+    """One process per model, all at once, one thread each."""
+    processes = {}
+    for name in names:
+        command = [sys.executable, __file__, "--stage", "finetune-one", "--models", name, *common_arguments(args)]
+        log = open(args.work / f"finetune-{name}.log", "a")
+        print(f"fine-tuning {name}: log in {log.name}", flush=True)
+        processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=single_thread_env())
+    for name, process in processes.items():
+        if process.wait():
+            raise SystemExit(f"fine-tuning {name} failed: see {args.work / f'finetune-{name}.log'}")
+
+
+def common_arguments(args):
+    return [
+        "--work", str(args.work), "--glue", str(args.glue), "--tasks", *args.tasks, "--seed", str(args.seed),
+        "--learning-rates", *map(str, args.learning_rates), "--epochs", *map(str, args.epochs),
+    ]
+
+
+# ---- 3. report ----
+
+
+def collect(args, name):
+    glue = args.work / "glue" / name
+    tasks = {}
+    for task in args.tasks:
+        grid = []
+        for run in sorted(p.parent for p in (glue / task).glob("*/results.json")):
+            result = json.loads((run / "results.json").read_text())
+            grid.append({"learning_rate": result["learning_rate"], "epochs": result["epochs"],
+                         "metrics": result["metrics"], "score": task_score(result["metrics"])})
+        if not grid:
+            raise SystemExit(f"{glue / task}: no finished fine-tuning runs")
+        best = max(grid, key=lambda g: g["score"])
+        tasks[task] = {"score": best["score"], "metrics": best["metrics"], "learning_rate": best["learning_rate"],
+                       "epochs": best["epochs"], "grid": grid}
+    checkpoint = args.work / "pretrained" / name
+    encoder_bytes = (checkpoint / "model.safetensors").stat().st_size
+    return {
+        "model": name,
+        "glue_average": sum(t["score"] for t in tasks.values()) / len(tasks),
+        "tasks": tasks,
+        "typos": json.loads((glue / "typos.json").read_text()) if (glue / "typos.json").is_file() else None,
+        "pretraining": json.loads((checkpoint / "budget.json").read_text()),
+        "model_safetensors_bytes": classifier_bytes(glue) or encoder_bytes,
+        "commit": commit_hash(),
+    }
+
+
+def classifier_bytes(glue):
+    """model.safetensors of the best SST-2 classifier (what ships), if kept."""
+    files = sorted((glue / "sst2").glob("*/model.safetensors"))
+    return files[0].stat().st_size if files else None
+
+
+def report(args, names):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = {name: collect(args, name) for name in names}
+    for name, result in results.items():
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown_table(results))
+    plot(results, RESULTS / "size_vs_glue.png")
+
+
+def markdown_table(results):
+    base = results.get("bert-tiny")
+    tasks = list(next(iter(results.values()))["tasks"])
+    header = ["model", *tasks, "GLUE avg", "ratio to bert-tiny", "paper's claim", "SST-2 with typos (drop)",
+              "model.safetensors", "size ratio"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, r in results.items():
+        ratio = f"{r['glue_average'] / base['glue_average']:.3f}" if base else "n/a"
+        size_ratio = f"{r['model_safetensors_bytes'] / base['model_safetensors_bytes']:.3f}" if base else "n/a"
+        typos = f"{r['typos']['typos']:.1f} (-{r['typos']['drop']:.1f})" if r["typos"] else "n/a"
+        cells = [name, *(f"{r['tasks'][t]['score']:.1f}" for t in tasks), f"{r['glue_average']:.1f}", ratio,
+                 PAPER_CLAIMS.get(name, ""), typos, f"{r['model_safetensors_bytes']:,}", size_ratio]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for name, r in results.items():
+        megabytes = r["model_safetensors_bytes"] / 1e6
+        axes.scatter(megabytes, r["glue_average"])
+        axes.annotate(name, (megabytes, r["glue_average"]), textcoords="offset points", xytext=(5, 5))
+    axes.set_xscale("log")
+    axes.set_xlabel("model.safetensors of the SST-2 classifier (MB, log scale)")
+    axes.set_ylabel("GLUE dev average (6 tasks)")
+    budget = next(iter(results.values()))["pretraining"]
+    axes.set_title(f"Equal budget: {budget['steps']} steps x {budget['batch_size']} x 128 tokens")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, required=True, help="folder for checkpoints, runs and logs")
+    parser.add_argument("--stage", choices=["all", "pretrain", "finetune", "report", "finetune-one"], default="all")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--corpus", type=Path, nargs="+", default=[SHARED / "corpus"])
+    parser.add_argument("--tokenizer", type=Path, default=SHARED / "vocab" / "bert-base-uncased")
+    parser.add_argument("--glue", type=Path, default=SHARED / "glue")
+    parser.add_argument("--tasks", nargs="+", default=GLUE_TASKS)
+    parser.add_argument("--steps", type=int, default=1200, help="pretraining steps (every model)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--pretrain-lr", type=float, default=1e-3)
+    parser.add_argument("--learning-rates", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3])
+    parser.add_argument("--epochs", type=int, nargs="+", default=[3, 5])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.stage == "finetune-one":
+        return finetune_one(args, args.models[0])
+    if args.stage in ("all", "pretrain"):
+        pretrain(args, args.models)
+    if args.stage in ("all", "finetune"):
+        finetune(args, args.models)
+    if args.stage in ("all", "report"):
+        report(args, args.models)
+
+
+if __name__ == "__main__":
+    main()
