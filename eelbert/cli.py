@@ -1,8 +1,10 @@
-"""The `eelbert` command: new, size, convert, export, push, info."""
+"""The `eelbert` command: pretrain, new, size, convert, export, push, info."""
 
 import argparse
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .presets import EELBERT_PRESETS
@@ -40,6 +42,68 @@ def _eelbert_config(checkpoint):
     if config.model_type != "eelbert":
         raise ValueError(f"{folder} is a {config.model_type} checkpoint, not EELBERT (see `eelbert convert`)")
     return config
+
+
+# Run in a fresh process where `import eelbert` fails: the saved folder alone must load (remote code).
+RELOAD_AND_FILL_MASK = """
+import sys
+sys.modules["eelbert"] = None
+from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
+from transformers.utils import logging
+logging.set_verbosity_error()
+logging.disable_progress_bar()
+folder, sentences = sys.argv[1], sys.argv[2:]
+model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+fill_mask = pipeline("fill-mask", model=model, tokenizer=tokenizer)
+print(f"reloaded {type(model).__name__} from {folder} in a fresh process (trust_remote_code=True, no eelbert package)")
+for sentence in sentences:
+    sentence = sentence.replace("[MASK]", tokenizer.mask_token)
+    guesses = ", ".join(f"{p['token_str']} ({p['score']:.2f})" for p in fill_mask(sentence, top_k=3))
+    print(f"  {sentence}  ->  {guesses}")
+"""
+FILL_MASK_EXAMPLES = [
+    "Returns a [MASK] of tensors.",
+    "The model is saved to the [MASK] directory.",
+    "This argument is [MASK] in a future version.",
+]
+
+
+def _pretrain(args):
+    from transformers import AutoTokenizer
+
+    from . import pretraining
+    from .size import format_size_table, size_report
+
+    started = time.time()
+    if args.corpus:
+        paragraphs = pretraining.read_paragraphs(pretraining.text_files(args.corpus))
+        source = ", ".join(args.corpus)
+    else:
+        paragraphs = pretraining.package_documentation()
+        source = "docstrings of the Python standard library and " + ", ".join(pretraining.DOCUMENTED_PACKAGES)
+    words = sum(len(p.split()) for p in paragraphs)
+    print(f"corpus: {len(paragraphs):,} paragraphs, {words:,} words ({source})", flush=True)
+    if args.tokenizer:
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    else:
+        tokenizer = pretraining.train_wordpiece(paragraphs, args.vocab_size)
+        print(f"tokenizer: WordPiece, {len(tokenizer):,} tokens, trained on the corpus", flush=True)
+    print(f"pretraining {args.preset}: {args.steps} steps of {args.batch_size} x 128 tokens", flush=True)
+    metrics = pretraining.pretrain(
+        args.preset, tokenizer, paragraphs, args.output, batch_size=args.batch_size, max_steps=args.steps,
+        save_steps=None, eval_steps=args.steps, seed=args.seed, progress=sys.stderr.isatty(),
+    )
+    print(f"saved to {args.output}: masked-token accuracy {metrics['eval_masked_accuracy']:.1%}, "
+          f"perplexity {metrics['perplexity']:.1f} on held-out text; {time.time() - started:.0f} s so far", flush=True)
+    examples = args.examples or FILL_MASK_EXAMPLES
+    reload = subprocess.run([sys.executable, "-c", RELOAD_AND_FILL_MASK, str(args.output), *examples],
+                            capture_output=True, text=True)
+    if reload.returncode:
+        raise RuntimeError(f"reloading {args.output} in a fresh process failed: {reload.stderr.strip()[-2000:]}")
+    print(reload.stdout, end="")
+    print(format_size_table(size_report([args.preset], tokenizer=tokenizer)))
+    print(f"done in {time.time() - started:.0f} s. Your own text: eelbert pretrain --corpus FILES_OR_FOLDERS --output FOLDER")
 
 
 def _new(args):
@@ -121,6 +185,21 @@ def _info(args):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eelbert", description="EELBERT: tiny BERTs with hash embeddings.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    pretrain = commands.add_parser(
+        "pretrain", help="train a WordPiece tokenizer and pretrain an EELBERT masked LM on text, reload it, fill masks"
+    )
+    pretrain.add_argument("--corpus", nargs="+", help="text files or folders of .txt files, one paragraph per line "
+                          "(default: the docstrings of the standard library and of installed dependencies)")
+    pretrain.add_argument("--output", default="uno-eelbert-pretrained", help="folder to write")
+    pretrain.add_argument("--preset", choices=EELBERT_PRESETS, default="uno-eelbert")
+    pretrain.add_argument("--tokenizer", help="use this tokenizer (folder or Hub id) instead of training one")
+    pretrain.add_argument("--vocab-size", type=int, default=8000, help="of the trained tokenizer")
+    pretrain.add_argument("--steps", type=int, default=300)
+    pretrain.add_argument("--batch-size", type=int, default=32)
+    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--examples", nargs="+", help="fill-mask sentences, with [MASK]")
+    pretrain.set_defaults(run=_pretrain)
 
     new = commands.add_parser("new", help="a fresh model from a preset and a tokenizer, saved to a folder")
     new.add_argument("preset", choices=EELBERT_PRESETS)

@@ -4,7 +4,8 @@
     python examples/run_glue.py --model uno-mlm --train-file train.csv --validation-file dev.csv --output out
 
 Each GLUE task is scored with its official metric (CoLA: Matthews correlation; STS-B: Pearson and Spearman;
-MRPC and QQP: F1 and accuracy; the others: accuracy) on its dev set; results go to OUTPUT/results.json.
+MRPC and QQP: F1 and accuracy; the others: accuracy) on its dev set, after every epoch and at the end;
+results go to OUTPUT/results.json.
 Your own files need a header with `text` (or `sentence1` and `sentence2`) and `label` columns.
 """
 
@@ -145,6 +146,7 @@ def main(argv=None):
     parser.add_argument("--output", required=True)
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--max-steps", type=int, default=-1)
+    parser.add_argument("--max-train-samples", type=int, help="train on the first N rows only (quicker runs)")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
@@ -168,7 +170,7 @@ def main(argv=None):
         if not args.regression:
             label_values = sorted({label for _, label, _ in read_rows(train_path, text_columns, label_column)})
             metrics = ("accuracy",)
-    train_rows = read_rows(train_path, text_columns, label_column, header)
+    train_rows = read_rows(train_path, text_columns, label_column, header)[: args.max_train_samples]
     dev_rows = read_rows(dev_path, text_columns, label_column, header)
     train_labels = encode_labels(train_rows, train_path, label_values)
     dev_labels = encode_labels(dev_rows, dev_path, label_values)
@@ -192,7 +194,7 @@ def main(argv=None):
         args=TrainingArguments(
             output_dir=args.output, num_train_epochs=args.epochs, max_steps=args.max_steps,
             per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
-            learning_rate=args.learning_rate, warmup_steps=0.1, eval_strategy="no", save_strategy="no",
+            learning_rate=args.learning_rate, warmup_steps=0.1, eval_strategy="epoch", save_strategy="no",
             report_to=[], seed=args.seed, use_cpu=not torch.cuda.is_available(),
         ),
         train_dataset=TextPairs(tokenizer, train_rows, train_labels, args.max_length),
@@ -201,8 +203,15 @@ def main(argv=None):
         compute_metrics=compute_metrics,
     )
     trainer.train()
-    scores = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items() if k.removeprefix("eval_") in metrics}
+
+    def dev_scores(logged):
+        return {k.removeprefix("eval_"): v for k, v in logged.items() if k.removeprefix("eval_") in metrics}
+
+    # The dev scores after every epoch (a grid over epochs from one run) and at the end.
+    per_epoch = {round(log["epoch"], 2): dev_scores(log) for log in trainer.state.log_history if "eval_loss" in log}
+    scores = dev_scores(trainer.evaluate())
     results = {"task": args.task or str(train_path), "model": str(args.model), "metrics": scores,
+               "metrics_per_epoch": per_epoch,
                "train_rows": len(train_rows), "dev_rows": len(dev_rows), "epochs": args.epochs,
                "max_steps": args.max_steps, "learning_rate": args.learning_rate, "seed": args.seed}
     Path(args.output).mkdir(parents=True, exist_ok=True)

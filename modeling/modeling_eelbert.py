@@ -28,6 +28,12 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from .configuration_eelbert import AUTO_CLASS_OF, EelbertConfig
 from .hashing_eelbert import hash_embedding_table
 
+# The hash table's entries have an RMS of about 0.3 (BERT's uncased vocabulary, n-grams 1-3): 15x the 0.02 of a
+# freshly initialized BERT embedding. With a unit LayerNorm gain, masked-LM scores against this fixed table
+# start ~12x larger than BERT's (loss ~16 instead of ln(vocab) ~10) and pretraining spends its first
+# thousand steps shrinking the gain; the head's gain therefore starts at initializer_range / HASH_TABLE_RMS.
+HASH_TABLE_RMS = 0.3
+
 
 def _require_vocab(config):
     if config.vocab is None:
@@ -330,6 +336,8 @@ class EelbertPreTrainedModel(PreTrainedModel):
             init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).unsqueeze(0))
         elif isinstance(module, EelbertLMPredictionHead):
             init.zeros_(module.bias)
+            if module.decoder is None:  # scores against the fixed hash table: start at BERT's score scale
+                init.constant_(module.LayerNorm.weight, std / HASH_TABLE_RMS)
 
     def get_input_embeddings(self):
         return self.base_model.embeddings.word_embeddings

@@ -75,13 +75,13 @@ def test_missing_training_text_is_a_clear_error(tokenizer_path, tmp_path):
 
 
 def test_whole_word_masking_masks_every_piece_of_a_word(tokenizer):
-    sys.path.insert(0, str(RUN_MLM.parent))
-    import run_mlm
     from transformers import DataCollatorForLanguageModeling
+
+    from eelbert.pretraining import add_word_offsets
 
     ids = tokenizer("unbelievable tokenization works", add_special_tokens=False)["input_ids"]
     blocks = [{"input_ids": [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]}]
-    run_mlm.add_word_offsets(tokenizer, blocks)
+    add_word_offsets(tokenizer, blocks)
     assert tokenizer.convert_ids_to_tokens(blocks[0]["input_ids"])[2:4] == ["token", "##ization"]
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.5, whole_word_mask=True, seed=0)
     for _ in range(20):

@@ -1,0 +1,93 @@
+"""benchmarks/paper_comparison.py: the typo test, the GLUE grid bookkeeping, and a miniature end-to-end run."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def comparison():
+    spec = importlib.util.spec_from_file_location("paper_comparison", REPO / "benchmarks" / "paper_comparison.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _edit_distance(a, b):
+    """Damerau-Levenshtein distance (optimal string alignment)."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[-1][-1]
+
+
+def test_typos_edit_one_character_in_ten_percent_of_the_words(comparison):
+    sentences = [f"the quick brown fox number {i} jumps over a lazy dog , again" for i in range(200)]
+    edited = comparison.add_typos(sentences, 0.1, seed=0)
+    assert edited == comparison.add_typos(sentences, 0.1, seed=0)  # reproducible
+    assert edited != comparison.add_typos(sentences, 0.1, seed=1)
+    changed = words = 0
+    for before, after in zip(sentences, edited):
+        for a, b in zip(before.split(" "), after.split(" "), strict=True):
+            words += any(c.isalpha() for c in a)
+            if a != b:
+                changed += 1
+                assert any(c.isalpha() for c in a) and _edit_distance(a, b) == 1
+    assert changed == round(0.1 * words)
+
+
+def test_task_score_is_the_mean_of_the_official_metrics(comparison):
+    assert comparison.task_score({"f1": 80.0, "accuracy": 70.0}) == 75.0
+    assert comparison.task_score({"mcc": 20.0}) == 20.0
+
+
+def test_a_miniature_comparison_writes_results_a_table_and_a_plot(comparison, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"the model number {i} reads a short line of text about phones and watches" for i in range(400)))
+    results = tmp_path / "results"
+    comparison.main([
+        "--work", str(tmp_path / "work"), "--results", str(results), "--corpus", str(corpus), "--steps", "2",
+        "--batch-size", "4", "--models", "bert-tiny", "uno-eelbert-rolling", "--tasks", "wnli", "sst2",
+        "--learning-rates", "1e-3", "--epochs", "1", "2", "--max-train-samples", "64",
+    ])
+    uno = json.loads((results / "uno-eelbert-rolling.json").read_text())
+    assert uno["model"] == "uno-eelbert-rolling" and set(uno["tasks"]) == {"wnli", "sst2"}
+    assert uno["glue_average"] == pytest.approx((uno["tasks"]["wnli"]["score"] + uno["tasks"]["sst2"]["score"]) / 2)
+    assert len(uno["tasks"]["sst2"]["grid"]) == 2  # 1 learning rate x 2 epoch counts
+    assert uno["pretraining"]["steps"] == 2 and uno["pretraining"]["tokens"] == 2 * 4 * 128
+    assert uno["pretraining"]["seconds"] > 0 and len(uno["commit"]) >= 40
+    assert 0 <= uno["typos"]["typos"] <= 100 and uno["typos"]["drop"] == uno["typos"]["clean"] - uno["typos"]["typos"]
+    config = json.loads((tmp_path / "work" / "pretrained" / "uno-eelbert-rolling" / "config.json").read_text())
+    assert config["hash_function"] == "rolling"
+    table = (results / "table.md").read_text()
+    assert "| bert-tiny |" in table and "| uno-eelbert-rolling |" in table and "1.000" in table
+    assert (results / "size_vs_glue.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_only_learning_rates_finished_by_every_model_are_compared(comparison, tmp_path):
+    for name, rates in {"a": [1e-3, 3e-4], "b": [1e-3]}.items():
+        for lr in rates:
+            folder = tmp_path / "glue" / name / "rte" / f"lr{lr:g}"
+            folder.mkdir(parents=True)
+            (folder / "results.json").write_text(json.dumps({"learning_rate": lr}))
+    args = comparison.argparse.Namespace(work=tmp_path)
+    assert comparison.finished_learning_rates(args, ["a", "b"], "rte") == [1e-3]
+    with pytest.raises(SystemExit, match="cola: no learning rate has finished for every model"):
+        comparison.finished_learning_rates(args, ["a", "b"], "cola")
+
+
+def test_the_default_run_covers_every_task_in_the_shared_glue_folder(comparison):
+    folders = {p.name for p in (SHARED / "glue").iterdir() if p.is_dir()}
+    sys.path.insert(0, str(REPO / "examples"))
+    import run_glue
+
+    assert {run_glue.TASKS[t][0] for t in comparison.GLUE_TASKS} == folders

@@ -1,0 +1,115 @@
+"""eelbert.pretraining and `eelbert pretrain`: sparse masked-LM scoring, the built-in corpus, tokenizer training,
+and the main job end to end."""
+
+import json
+
+import pytest
+import torch
+from helpers import run_python
+from transformers import BertForMaskedLM
+
+import eelbert
+from eelbert import pretraining
+from eelbert.cli import main as eelbert_main
+
+
+def _masked_batch(vocab_size, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, vocab_size, (3, 16), generator=generator)
+    labels = torch.full_like(input_ids, -100)
+    masked = torch.rand(3, 16, generator=generator) < 0.3
+    labels[masked] = input_ids[masked]
+    return input_ids, labels, masked
+
+
+def test_sparse_prediction_gives_the_dense_loss_from_the_masked_positions_only(small_config):
+    dense = eelbert.EelbertForMaskedLM(small_config).eval()
+    sparse = eelbert.EelbertForMaskedLM(eelbert.EelbertConfig(**{**small_config.to_dict(), "sparse_prediction": True})).eval()
+    sparse.load_state_dict(dense.state_dict())
+    input_ids, labels, masked = _masked_batch(small_config.vocab_size)
+    full, scored = dense(input_ids, labels=labels), sparse(input_ids, labels=labels)
+    assert scored.logits.shape == (int(masked.sum()), small_config.vocab_size)
+    torch.testing.assert_close(scored.logits, full.logits[masked])
+    torch.testing.assert_close(scored.loss, full.loss)
+    assert sparse(input_ids).logits.shape == full.logits.shape  # without labels: every position
+
+
+def test_bert_baseline_with_sparse_prediction_matches_bert_for_masked_lm():
+    config = eelbert.baseline_config("bert-tiny", vocab_size=500)
+    bert = BertForMaskedLM(config).eval()
+    sparse = pretraining.BertForSparseMaskedLM(config).eval()
+    sparse.load_state_dict(bert.state_dict())
+    input_ids, labels, masked = _masked_batch(500)
+    full, scored = bert(input_ids, labels=labels), sparse(input_ids, labels=labels)
+    torch.testing.assert_close(scored.logits, full.logits[masked])
+    torch.testing.assert_close(scored.loss, full.loss)
+
+
+def test_sparse_prediction_must_be_a_boolean(tokenizer):
+    with pytest.raises(ValueError, match="sparse_prediction"):
+        eelbert.EelbertConfig.from_preset("uno-eelbert", tokenizer=tokenizer, sparse_prediction="yes")
+
+
+def test_masked_predictions_put_the_argmax_back_at_the_masked_positions():
+    labels = torch.tensor([[-100, 7, -100], [3, -100, -100]])
+    logits = torch.zeros(2, 10)
+    logits[0, 7], logits[1, 4] = 1, 1
+    predictions = pretraining.masked_predictions(logits, labels)
+    assert predictions.tolist() == [[-100, 7, -100], [4, -100, -100]]
+    assert pretraining.masked_accuracy((predictions.numpy(), labels.numpy())) == {"masked_accuracy": 0.5}
+
+
+def test_package_documentation_is_english_prose_from_installed_packages():
+    paragraphs = pretraining.package_documentation(max_bytes=300_000)
+    assert 250_000 <= sum(len(p) + 1 for p in paragraphs) < 320_000
+    assert len(set(paragraphs)) == len(paragraphs)
+    for paragraph in paragraphs:
+        assert len(paragraph.split()) >= 8 and "\n" not in paragraph and ">>>" not in paragraph
+    text = " ".join(paragraphs).lower().split()
+    assert text.count("the") > 0.03 * len(text)  # English: "the" is ~5% of words
+
+
+def test_trained_wordpiece_tokenizer_splits_unseen_words_into_pieces():
+    paragraphs = pretraining.package_documentation(max_bytes=300_000)
+    tokenizer = pretraining.train_wordpiece(paragraphs, vocab_size=2000)
+    assert len(tokenizer) == 2000
+    assert tokenizer.mask_token == "[MASK]" and tokenizer.convert_tokens_to_ids("[MASK]") != tokenizer.unk_token_id
+    pieces = tokenizer.tokenize("Tensorizationally")
+    assert len(pieces) > 1 and pieces[0] == pieces[0].lower() and all(p.startswith("##") for p in pieces[1:])
+    assert tokenizer.unk_token not in pieces
+
+
+def test_eelbert_pretrain_trains_saves_reloads_and_fills_masks(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(pretraining.package_documentation(max_bytes=200_000)))
+    output = tmp_path / "model"
+    assert eelbert_main(["pretrain", "--corpus", str(corpus), "--output", str(output), "--steps", "4",
+                         "--batch-size", "4", "--vocab-size", "1000", "--examples", "a [MASK] of tensors"]) == 0
+    out = capsys.readouterr().out
+    assert "tokenizer: WordPiece, 1,000 tokens" in out
+    assert "in a fresh process (trust_remote_code=True, no eelbert package)" in out
+    assert "a [MASK] of tensors  ->  " in out and "| uno-eelbert | masked-lm |" in out
+    config = json.loads((output / "config.json").read_text())
+    assert config["vocab_size"] == 1000 and config["sparse_prediction"] is False
+    # The folder alone loads and predicts for every position.
+    printed = run_python(f"""
+import sys
+sys.modules['eelbert'] = None
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+model = AutoModelForMaskedLM.from_pretrained({str(output)!r}, trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained({str(output)!r}, trust_remote_code=True)
+batch = tokenizer(["returns a tensor"], return_tensors="pt")
+print(tuple(model(**batch, labels=batch["input_ids"]).logits.shape))
+""")
+    assert printed.strip() == f"(1, {batch_length(output)}, 1000)"
+
+
+def batch_length(folder):
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(folder, trust_remote_code=True)("returns a tensor")["input_ids"])
+
+
+def test_eelbert_pretrain_names_a_missing_corpus(tmp_path, capsys):
+    assert eelbert_main(["pretrain", "--corpus", str(tmp_path / "missing"), "--output", str(tmp_path / "m")]) == 1
+    assert "missing: no such file or folder" in capsys.readouterr().err
