@@ -96,14 +96,21 @@ def pretrain(args, names):
         log = open(args.work / f"pretrain-{name}.log", "a")
         print(f"pretraining {name}: log in {log.name}", flush=True)
         running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=single_thread_env()), time.time(), command)
+    finished = {}
+    while len(finished) < len(running):  # poll, so that each run's own end time is recorded
+        for name, (process, _, _) in running.items():
+            if name not in finished and process.poll() is not None:
+                finished[name] = time.time()
+        time.sleep(1)
     for name, (process, started, command) in running.items():
-        if process.wait():
+        if process.returncode:
             raise SystemExit(f"pretraining {name} failed: see {args.work / f'pretrain-{name}.log'}")
         out = args.work / "pretrained" / name
         evaluation = json.loads((out / "eval_results.json").read_text())
         budget = {
             "steps": args.steps, "batch_size": args.batch_size, "block_size": 128,
-            "tokens": args.steps * args.batch_size * 128, "seconds": round(time.time() - started, 1),
+            "tokens": args.steps * args.batch_size * 128, "seconds": round(finished[name] - started, 1),
+            "training_seconds": json.loads((out / "train_results.json").read_text())["train_runtime"],
             "learning_rate": args.pretrain_lr, "seed": args.seed, "threads": 1, "models_at_once": len(running),
             "masked_accuracy": evaluation["eval_masked_accuracy"], "perplexity": evaluation["perplexity"],
             "command": " ".join(command),

@@ -216,11 +216,6 @@ def pretrain(
     if whole_word_masking:
         add_word_offsets(tokenizer, blocks)
     random.Random(seed).shuffle(blocks)
-    held_out = max(1, int(len(blocks) * validation_fraction))
-    if held_out >= len(blocks):
-        raise ValueError(f"the text gives {len(blocks)} blocks of {block_size} tokens: too few to hold out validation")
-    train, validation = blocks[held_out:], blocks[:held_out]
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, whole_word_mask=whole_word_masking)
     training_args = TrainingArguments(
         output_dir=str(output),
         max_steps=max_steps,
@@ -241,6 +236,14 @@ def pretrain(
         remove_unused_columns=False,  # the collator needs offset_mapping (whole-word masking) and pops it
         use_cpu=not torch.cuda.is_available(),  # so that several CPU processes train together (gloo)
     )
+    # At least one full validation batch per process (batches are dropped when incomplete).
+    held_out = max(batch_size * training_args.world_size, int(len(blocks) * validation_fraction))
+    if held_out >= len(blocks):
+        raise ValueError(
+            f"the text gives {len(blocks)} blocks of {block_size} tokens: too few to hold out {held_out} for validation"
+        )
+    train, validation = blocks[held_out:], blocks[:held_out]
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, whole_word_mask=whole_word_masking)
     model_name, model = model, build_model(model, tokenizer)
     if model_name in EELBERT_PRESETS or str(model_name).endswith(".json") or model_name in set(BASELINE_OF.values()):
         start_bias_at_unigram_log_frequencies(model, train, tokenizer)
@@ -254,12 +257,14 @@ def pretrain(
         compute_metrics=masked_accuracy,
         preprocess_logits_for_metrics=masked_predictions,
     )
-    trainer.train(resume_from_checkpoint=bool(resume) or None)
+    trained = trainer.train(resume_from_checkpoint=bool(resume) or None)
+    trainer.save_metrics("train", trained.metrics)  # train_results.json: runtime, samples per second, loss
     metrics = trainer.evaluate()
     metrics["perplexity"] = math.exp(min(metrics["eval_loss"], 50))
     metrics["processes"] = training_args.world_size
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
+    trainer.save_state()  # trainer_state.json: the loss and evaluation history
     trainer.model.config.sparse_prediction = False  # users of the saved model get logits for every position
     trainer.save_model(str(output))  # model, config, modeling files and tokenizer (processing_class)
     return metrics

@@ -158,10 +158,13 @@ def test_own_csv_files(uno_checkpoint, tmp_path):
     for name in ("train.csv", "dev.csv"):
         (tmp_path / name).write_text("text,label\n" + "\n".join(f'"good, fine {i}",pos\nbad {i},neg' for i in range(8)))
     _run([sys.executable, str(RUN_GLUE), "--model", str(uno_checkpoint), "--train-file", str(tmp_path / "train.csv"),
-          "--validation-file", str(tmp_path / "dev.csv"), "--output", str(tmp_path / "out"), "--max-steps", "2"],
-         cwd=tmp_path)
+          "--validation-file", str(tmp_path / "dev.csv"), "--output", str(tmp_path / "out"), "--epochs", "2",
+          "--max-train-samples", "10"], cwd=tmp_path)
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert set(results["metrics"]) == {"accuracy"} and results["train_rows"] == 16
+    assert set(results["metrics"]) == {"accuracy"} and results["train_rows"] == 10
+    # dev scores after every epoch; the last is the final score
+    assert list(results["metrics_per_epoch"]) == ["1.0", "2.0"]
+    assert results["metrics_per_epoch"]["2.0"] == results["metrics"]
 
 
 @pytest.mark.parametrize("train,dev,message", [

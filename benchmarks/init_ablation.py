@@ -1,0 +1,85 @@
+"""How the masked-LM head's initialization changes early UNO-EELBERT pretraining (the README's recipe table).
+
+    python benchmarks/init_ablation.py --train ../shared/data/corpus/registry/brown_corpus.txt   # ~15 min
+
+Pretrains uno-eelbert (and bert-tiny for reference) for --steps steps per variant, one thread each, all at
+once, and prints the training loss averaged over the first and the last logging window (12 steps each).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+# variant -> (model, head LayerNorm gain as initialized, unigram bias start, extra: "pos" / "proj" / None)
+VARIANTS = {
+    "unit gain, zero bias (before)": ("uno-eelbert", "unit", False, None),
+    "head gain at BERT's scale": ("uno-eelbert", "scaled", False, None),
+    "head gain + position/token-type at the table's scale": ("uno-eelbert", "scaled", False, "pos"),
+    "head gain + learned Linear(128, 128) after the hash": ("uno-eelbert", "scaled", False, "proj"),
+    "head gain + unigram bias (adopted)": ("uno-eelbert", "scaled", True, None),
+    "bert-tiny + unigram bias": ("bert-tiny", None, True, None),
+}
+
+
+def run_variant(name, train, output, steps):
+    from transformers import AutoTokenizer
+
+    from eelbert import EelbertConfig, EelbertForMaskedLM, pretraining
+    from eelbert.modeling.modeling_eelbert import HASH_TABLE_RMS
+
+    model_name, gain, unigram_bias, extra = VARIANTS[name]
+    default_build, default_bias = pretraining.build_model, pretraining.start_bias_at_unigram_log_frequencies
+
+    def build(preset, tokenizer):
+        if extra == "proj":
+            model = EelbertForMaskedLM(EelbertConfig.from_preset(preset, tokenizer=tokenizer, sparse_prediction=True,
+                                                                 embedding_projection=True))
+        else:
+            model = default_build(preset, tokenizer)
+        with torch.no_grad():
+            if gain is not None:
+                model.cls.predictions.LayerNorm.weight.fill_(1.0 if gain == "unit" else 0.02 / HASH_TABLE_RMS)
+            if extra == "pos":
+                embeddings = model.eelbert.embeddings
+                embeddings.position_embeddings.weight.normal_(0, HASH_TABLE_RMS)
+                embeddings.token_type_embeddings.weight.normal_(0, HASH_TABLE_RMS)
+        return model
+
+    pretraining.build_model = build
+    pretraining.start_bias_at_unigram_log_frequencies = default_bias if unigram_bias else (lambda *args: None)
+    tokenizer = AutoTokenizer.from_pretrained(SHARED / "vocab" / "bert-base-uncased")
+    pretraining.pretrain(model_name, tokenizer, pretraining.read_paragraphs([train]), output, max_steps=steps,
+                         save_steps=None, eval_steps=steps, batch_size=64, progress=False)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", required=True, help="a text file, one paragraph per line")
+    parser.add_argument("--work", type=Path, default=Path("init-ablation"))
+    parser.add_argument("--steps", type=int, default=72)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # one variant, in a child process
+    args = parser.parse_args()
+    if args.variant:
+        return run_variant(args.variant, args.train, args.work / str(list(VARIANTS).index(args.variant)), args.steps)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    children = [subprocess.Popen([sys.executable, __file__, "--train", args.train, "--work", str(args.work),
+                                  "--steps", str(args.steps), "--variant", name], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name in VARIANTS]
+    if any(child.wait() for child in children):
+        raise SystemExit("a variant failed; run it alone with --variant to see why")
+    print(f"| initialization | first 12 steps | steps {args.steps - 11}-{args.steps} |\n| --- | ---: | ---: |")
+    for i, name in enumerate(VARIANTS):
+        state = json.loads((args.work / str(i) / "trainer_state.json").read_text()) if (args.work / str(i) / "trainer_state.json").is_file() else None
+        losses = [log["loss"] for log in (state or {}).get("log_history", []) if "loss" in log]
+        print(f"| {name} | {losses[0]:.2f} | {losses[-1]:.2f} |" if losses else f"| {name} | n/a | n/a |")
+
+
+if __name__ == "__main__":
+    main()
