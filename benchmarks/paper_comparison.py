@@ -306,10 +306,11 @@ def plot(results, path):
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4))
-    for name, r in results.items():
+    for i, (name, r) in enumerate(results.items()):
         megabytes = r["model_safetensors_bytes"] / 1e6
         axes.scatter(megabytes, r["glue_average"])
-        axes.annotate(name, (megabytes, r["glue_average"]), textcoords="offset points", xytext=(5, 5))
+        # alternate labels above and below, so that models of one size stay readable
+        axes.annotate(name, (megabytes, r["glue_average"]), textcoords="offset points", xytext=(6, 6 if i % 2 else -12))
     axes.set_xscale("log")
     axes.set_xlabel("model.safetensors of the SST-2 classifier (MB, log scale)")
     axes.set_ylabel("GLUE dev average (6 tasks)")
