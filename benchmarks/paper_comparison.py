@@ -330,7 +330,7 @@ def main(argv=None):
     parser.add_argument("--glue", type=Path, default=SHARED / "glue")
     parser.add_argument("--tasks", nargs="+", default=GLUE_TASKS)
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the report goes")
-    parser.add_argument("--steps", type=int, default=1200, help="pretraining steps (every model)")
+    parser.add_argument("--steps", type=int, default=1000, help="pretraining steps (every model)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
     parser.add_argument("--learning-rates", type=float, nargs="+", default=[1e-3, 3e-4, 1e-4])
