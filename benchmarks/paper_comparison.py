@@ -15,7 +15,6 @@ Finished steps are skipped when the command is run again with the same --work.
 """
 
 import argparse
-import csv
 import importlib.util
 import json
 import os
@@ -194,9 +193,8 @@ def finetune_one(args, name):
 def typo_robustness(args, name, sst2_runs):
     """SST-2 dev accuracy of the best SST-2 classifier (final epoch) on clean text and with typos."""
     best = max(sst2_runs, key=lambda run: task_score(json.loads((run / "results.json").read_text())["metrics"]))
-    with open(args.glue / "SST-2" / "dev.tsv", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    sentences, labels = [r["sentence"] for r in rows], [int(r["label"]) for r in rows]
+    rows = load_example("run_glue").read_rows(args.glue / "SST-2" / "dev.tsv", ("sentence",), "label")
+    sentences, labels = [texts[0] for texts, _, _ in rows], [int(label) for _, label, _ in rows]
     clean = sst2_accuracy(best, sentences, labels)
     typo = sst2_accuracy(best, add_typos(sentences, 0.1, args.seed), labels)
     return {"classifier": best.name, "epochs": max(args.epochs), "clean": clean, "typos": typo, "drop": clean - typo,

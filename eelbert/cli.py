@@ -92,7 +92,7 @@ def _pretrain(args):
     print(f"pretraining {args.preset}: {args.steps} steps of {args.batch_size} x 128 tokens", flush=True)
     metrics = pretraining.pretrain(
         args.preset, tokenizer, paragraphs, args.output, batch_size=args.batch_size, max_steps=args.steps,
-        save_steps=None, eval_steps=args.steps, seed=args.seed, progress=sys.stderr.isatty(),
+        save_steps=None, eval_steps=None, seed=args.seed, progress=sys.stderr.isatty(),
     )
     print(f"saved to {args.output}: masked-token accuracy {metrics['eval_masked_accuracy']:.1%}, "
           f"perplexity {metrics['perplexity']:.1f} on held-out text; {time.time() - started:.0f} s so far", flush=True)

@@ -148,6 +148,11 @@ class BertForSparseMaskedLM(BertForMaskedLM):
         return MaskedLMOutput(loss=torch.nn.functional.cross_entropy(logits, labels[labelled]), logits=logits)
 
 
+def is_fresh(name_or_path) -> bool:
+    """Whether build_model makes a new model (a preset or config JSON) rather than loading a checkpoint."""
+    return name_or_path in EELBERT_PRESETS or str(name_or_path).endswith(".json") or name_or_path in BASELINE_OF.values()
+
+
 def build_model(name_or_path, tokenizer):
     """A preset (eelbert-* / uno-eelbert / bert-*), a config JSON, or a checkpoint to continue from."""
     if name_or_path in EELBERT_PRESETS or str(name_or_path).endswith(".json"):
@@ -210,7 +215,8 @@ def pretrain(
     progress=True,
 ) -> dict:
     """Pretrain `model` (preset, config JSON or checkpoint) on `paragraphs`; save model + tokenizer to `output`
-    (a checkpoint every `save_steps`, none if None). Returns the final validation metrics."""
+    (a checkpoint every `save_steps`, none if None; validation every `eval_steps` and at the end, only at the
+    end if None). Returns the final validation metrics."""
     set_seed(seed)
     blocks = token_blocks(tokenizer, paragraphs, block_size)
     if whole_word_masking:
@@ -224,7 +230,7 @@ def pretrain(
         learning_rate=learning_rate,
         warmup_steps=min(500, max_steps // 10),
         weight_decay=0.01,
-        eval_strategy="steps",
+        eval_strategy="no" if eval_steps is None else "steps",
         eval_steps=eval_steps,
         save_strategy="no" if save_steps is None else "steps",
         save_steps=save_steps or 500,
@@ -245,7 +251,7 @@ def pretrain(
     train, validation = blocks[held_out:], blocks[:held_out]
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, whole_word_mask=whole_word_masking)
     model_name, model = model, build_model(model, tokenizer)
-    if model_name in EELBERT_PRESETS or str(model_name).endswith(".json") or model_name in set(BASELINE_OF.values()):
+    if is_fresh(model_name):
         start_bias_at_unigram_log_frequencies(model, train, tokenizer)
     trainer = Trainer(
         model=model,
