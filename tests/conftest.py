@@ -1,21 +1,26 @@
 import socket
 import threading
-from pathlib import Path
 
 import pytest
+from helpers import BERT_UNCASED, GLUE, SHARED_DATA
 from hub_server import HubServer
 from transformers import AutoTokenizer
 
 import eelbert
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_VOCAB = REPO.parent / "shared" / "data" / "vocab" / "bert-base-uncased"
+
+def pytest_configure(config):
+    missing = [str(p) for p in (BERT_UNCASED, GLUE) if not p.is_dir()]
+    if missing:
+        pytest.exit(
+            f"the tests need the project's shared data beside the repository ({SHARED_DATA}); missing: {', '.join(missing)}",
+            returncode=4,
+        )
+
 
 @pytest.fixture(scope="session")
 def tokenizer_path():
-    if not SHARED_VOCAB.is_dir():
-        raise FileNotFoundError(f"the tests need the BERT uncased tokenizer at {SHARED_VOCAB}")
-    return SHARED_VOCAB
+    return BERT_UNCASED
 
 
 @pytest.fixture

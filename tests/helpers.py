@@ -7,6 +7,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+# Every path to test data comes from here. ../shared/data beside the repository holds the BERT uncased
+# tokenizer, the GLUE TSVs and the pretraining corpus (conftest.py stops the run with one message if it is missing).
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+BERT_UNCASED = SHARED_DATA / "vocab" / "bert-base-uncased"
+GLUE = SHARED_DATA / "glue"
+
 # Python code that makes `eelbert` and `mmh3` unimportable, as on a machine with only torch + transformers.
 WITHOUT_EELBERT = "import sys\nsys.modules['eelbert'] = None\nsys.modules['mmh3'] = None\n"
 

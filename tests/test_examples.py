@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import WITHOUT_EELBERT, run_python
+from helpers import GLUE, REPO, WITHOUT_EELBERT, run_python
 
-REPO = Path(__file__).resolve().parents[1]
 RUN_MLM = REPO / "examples" / "run_mlm.py"
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 
@@ -39,6 +38,7 @@ def _args(tokenizer_path, corpus, output, max_steps):
             "--validation-fraction", "0.1"]
 
 
+@pytest.mark.slow
 def test_two_process_pretraining_under_accelerate_saves_a_loadable_checkpoint(tokenizer_path, corpus, tmp_path):
     output = tmp_path / "out"
     _run([str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
@@ -56,6 +56,7 @@ print(type(model).__name__, len(fill("the cat sat on the [MASK]")))
     assert "EelbertForMaskedLM 5" in out
 
 
+@pytest.mark.slow
 def test_pretraining_resumes_from_its_last_checkpoint(tokenizer_path, corpus, tmp_path):
     output = tmp_path / "out"
     _run([sys.executable, str(RUN_MLM), *_args(tokenizer_path, corpus, output, 2)], cwd=tmp_path)
@@ -98,7 +99,6 @@ def test_whole_word_masking_trains(tokenizer_path, corpus, tmp_path):
 
 # ---- examples/run_glue.py ----
 
-GLUE = REPO.parent / "shared" / "data" / "glue"
 RUN_GLUE = REPO / "examples" / "run_glue.py"
 
 
@@ -144,6 +144,7 @@ def uno_checkpoint(uno_config, tokenizer, tmp_path):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task,metrics", [("rte", {"accuracy"}), ("stsb", {"pearson", "spearman"})])
 def test_glue_fine_tuning_writes_results(uno_checkpoint, tmp_path, task, metrics):
     output = tmp_path / task

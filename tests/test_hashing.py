@@ -154,6 +154,7 @@ def test_unknown_hash_version_is_a_clear_error():
         H.hash_embedding_table(["a"], embedding_size=6, hash_version=99)
 
 
+@pytest.mark.slow
 def test_identical_across_processes_and_hash_seeds(tokenizer_path):
     code = f"""
         import hashlib, eelbert

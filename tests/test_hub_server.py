@@ -5,6 +5,7 @@ Clients run in subprocesses: huggingface_hub reads HF_ENDPOINT at import time.
 
 from pathlib import Path
 
+import pytest
 from helpers import run_client
 
 
@@ -120,6 +121,7 @@ def test_missing_repo_revision_and_file_raise_the_hub_errors(hub, tmp_path):
     assert out == ["RepositoryNotFoundError", "RevisionNotFoundError", "RemoteEntryNotFoundError"]
 
 
+@pytest.mark.slow
 def test_tiny_bert_push_to_hub_then_from_pretrained(hub, tmp_path):
     expected = tmp_path / "expected.pt"
     pushed = run_client(

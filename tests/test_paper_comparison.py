@@ -3,12 +3,10 @@
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import GLUE, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +48,7 @@ def test_task_score_is_the_mean_of_the_official_metrics(comparison):
     assert comparison.task_score({"mcc": 20.0}) == 20.0
 
 
+@pytest.mark.slow
 def test_a_miniature_comparison_writes_results_a_table_and_a_plot(comparison, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(f"the model number {i} reads a short line of text about phones and watches" for i in range(400)))
@@ -86,7 +85,7 @@ def test_only_learning_rates_finished_by_every_model_are_compared(comparison, tm
 
 
 def test_the_default_run_covers_every_task_in_the_shared_glue_folder(comparison):
-    folders = {p.name for p in (SHARED / "glue").iterdir() if p.is_dir()}
+    folders = {p.name for p in GLUE.iterdir() if p.is_dir()}
     sys.path.insert(0, str(REPO / "examples"))
     import run_glue
 

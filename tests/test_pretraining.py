@@ -79,6 +79,7 @@ def test_trained_wordpiece_tokenizer_splits_unseen_words_into_pieces():
     assert tokenizer.unk_token not in pieces
 
 
+@pytest.mark.slow
 def test_eelbert_pretrain_trains_saves_reloads_and_fills_masks(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(pretraining.package_documentation(max_bytes=200_000)))

@@ -1,11 +1,10 @@
 """The README's quick start runs as written (against the local tokenizer folder)."""
 
 import re
-from pathlib import Path
 
-from helpers import WITHOUT_EELBERT, run_python
+from helpers import REPO, WITHOUT_EELBERT, run_python
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = REPO / "README.md"
 
 
 def _quick_start_blocks():

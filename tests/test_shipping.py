@@ -47,6 +47,7 @@ with torch.no_grad():
 """, tmp_path / f"home-{revision}")
 
 
+@pytest.mark.slow
 def test_push_with_model_card_then_load_each_revision_without_eelbert(hub, uno_config, tokenizer, tmp_path):
     first = _save_mlm(uno_config, tokenizer, tmp_path / "v1", seed=0)
     second = _save_mlm(uno_config, tokenizer, tmp_path / "v2", seed=1)
@@ -77,6 +78,7 @@ print(json.dumps([first, second]))
     assert _load_from_hub(hub, tmp_path, "user/uno", "main", _batch(tokenizer), second)
 
 
+@pytest.mark.slow
 def test_transformers_push_to_hub_works_too(hub, uno_config, tokenizer, tmp_path):
     expected = _save_mlm(uno_config, tokenizer, tmp_path / "model")
     run_client(hub, f"""
@@ -229,6 +231,7 @@ def test_every_command_has_help(command, capsys):
     assert exit_info.value.code == 0 and "usage: eelbert " + command in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_command_line_push_to_the_hub(hub, tokenizer_path, tmp_path):
     subprocess.run([sys.executable, "-m", "eelbert.cli", "new", "uno-eelbert", str(tmp_path / "uno"), "--tokenizer",
                     str(tokenizer_path)], check=True, capture_output=True)
