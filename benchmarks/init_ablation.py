@@ -30,35 +30,40 @@ VARIANTS = {
 }
 
 
-def run_variant(name, train, output, steps):
+def token_store(train):
+    """The token store of --train, made once by the parent before the variants start."""
     from transformers import AutoTokenizer
 
-    from eelbert import EelbertConfig, EelbertForMaskedLM, pretraining
+    from eelbert.training import token_store as stores
+
+    tokenizer = AutoTokenizer.from_pretrained(SHARED / "vocab" / "bert-base-uncased")
+    files, source = stores.files_source([train])
+    return tokenizer, stores.prepare_token_store(stores.file_lines(files), tokenizer, source)
+
+
+def run_variant(name, train, output, steps):
+    from eelbert import EelbertConfig, EelbertForMaskedLM
     from eelbert.modeling.modeling_eelbert import HASH_TABLE_RMS
+    from eelbert.training import pretraining
 
     model_name, gain, unigram_bias, extra = VARIANTS[name]
-    default_build, default_bias = pretraining.build_model, pretraining.start_bias_at_unigram_log_frequencies
-
-    def build(preset, tokenizer):
-        if extra == "proj":
-            model = EelbertForMaskedLM(EelbertConfig.from_preset(preset, tokenizer=tokenizer, sparse_prediction=True,
-                                                                 embedding_projection=True))
-        else:
-            model = default_build(preset, tokenizer)
-        with torch.no_grad():
-            if gain is not None:
-                model.cls.predictions.LayerNorm.weight.fill_(1.0 if gain == "unit" else 0.02 / HASH_TABLE_RMS)
-            if extra == "pos":
-                embeddings = model.eelbert.embeddings
-                embeddings.position_embeddings.weight.normal_(0, HASH_TABLE_RMS)
-                embeddings.token_type_embeddings.weight.normal_(0, HASH_TABLE_RMS)
-        return model
-
-    pretraining.build_model = build
-    pretraining.start_bias_at_unigram_log_frequencies = default_bias if unigram_bias else (lambda *args: None)
-    tokenizer = AutoTokenizer.from_pretrained(SHARED / "vocab" / "bert-base-uncased")
-    pretraining.pretrain(model_name, tokenizer, pretraining.read_paragraphs([train]), output, max_steps=steps,
-                         save_steps=None, eval_steps=steps, batch_size=64, progress=False)
+    tokenizer, store = token_store(train)
+    if extra == "proj":
+        model = EelbertForMaskedLM(EelbertConfig.from_preset(model_name, tokenizer=tokenizer, sparse_prediction=True,
+                                                             embedding_projection=True))
+    else:
+        model = pretraining.build_model(model_name, tokenizer)
+    with torch.no_grad():
+        if gain is not None:
+            model.cls.predictions.LayerNorm.weight.fill_(1.0 if gain == "unit" else 0.02 / HASH_TABLE_RMS)
+        if extra == "pos":
+            embeddings = model.eelbert.embeddings
+            embeddings.position_embeddings.weight.normal_(0, HASH_TABLE_RMS)
+            embeddings.token_type_embeddings.weight.normal_(0, HASH_TABLE_RMS)
+    if unigram_bias:
+        pretraining.start_bias_at_unigram_log_frequencies(model, store.token_counts(), tokenizer)
+    pretraining.pretrain(model, tokenizer, store, output, max_steps=steps, save_steps=None, eval_steps=steps,
+                         per_device_train_batch_size=64, progress=False)
 
 
 def main():
@@ -71,6 +76,7 @@ def main():
     args = parser.parse_args()
     if args.variant:
         return run_variant(args.variant, args.train, args.work / str(list(VARIANTS).index(args.variant)), args.steps)
+    token_store(args.train)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     children = [subprocess.Popen([sys.executable, __file__, "--train", args.train, "--work", str(args.work),
                                   "--steps", str(args.steps), "--variant", name], env=env,

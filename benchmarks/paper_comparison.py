@@ -78,6 +78,13 @@ def model_argument(work, name):
 
 def pretrain(args, names):
     """Start every unfinished model's run_mlm.py at once (one thread each), wait, record the budget."""
+    from transformers import AutoTokenizer
+
+    from eelbert.training import token_store
+
+    # Tokenized once, here, into the store every model's run reads (rather than by each of them at once).
+    files, source = token_store.files_source(args.corpus)
+    store = token_store.prepare_token_store(token_store.file_lines(files), AutoTokenizer.from_pretrained(args.tokenizer), source)
     running = {}
     for name in names:
         out = args.work / "pretrained" / name
@@ -85,7 +92,7 @@ def pretrain(args, names):
             continue
         command = [
             sys.executable, str(REPO / "examples" / "run_mlm.py"), "--model", model_argument(args.work, name),
-            "--tokenizer", str(args.tokenizer), "--train", *map(str, args.corpus), "--output", str(out),
+            "--tokenizer", str(args.tokenizer), "--train", *map(str, args.corpus), "--token-store", str(store.folder), "--output", str(out),
             "--max-steps", str(args.steps), "--batch-size", str(args.batch_size), "--learning-rate", str(args.pretrain_lr),
             "--validation-fraction", "0.01", "--eval-steps", str(max(1, args.steps // 2)),
             "--save-steps", str(max(1, args.steps // 4)), "--seed", str(args.seed),

@@ -70,28 +70,38 @@ FILL_MASK_EXAMPLES = [
 
 
 def _pretrain(args):
+    import hashlib
+
     from transformers import AutoTokenizer
 
-    from . import pretraining
     from .size import format_size_table, size_report
+    from .training import pretraining, token_store
 
     started = time.time()
     if args.corpus:
-        paragraphs = pretraining.read_paragraphs(pretraining.text_files(args.corpus))
-        source = ", ".join(args.corpus)
+        files, source = token_store.files_source(args.corpus)
+        described = ", ".join(args.corpus)
+
+        def texts():
+            return token_store.file_lines(files)
     else:
         paragraphs = pretraining.package_documentation()
-        source = "docstrings of the Python standard library and " + ", ".join(pretraining.DOCUMENTED_PACKAGES)
-    words = sum(len(p.split()) for p in paragraphs)
-    print(f"corpus: {len(paragraphs):,} paragraphs, {words:,} words ({source})", flush=True)
+        source = {"texts_sha256": hashlib.sha256("\n".join(paragraphs).encode()).hexdigest()}
+        described = "docstrings of the Python standard library and " + ", ".join(pretraining.DOCUMENTED_PACKAGES)
+
+        def texts():
+            return iter(paragraphs)
     if args.tokenizer:
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     else:
-        tokenizer = pretraining.train_wordpiece(paragraphs, args.vocab_size)
+        tokenizer = pretraining.train_wordpiece(texts(), args.vocab_size)
         print(f"tokenizer: WordPiece, {len(tokenizer):,} tokens, trained on the corpus", flush=True)
+    store = token_store.prepare_token_store(texts(), tokenizer, source)
+    print(f"corpus: {store.meta['paragraphs']:,} paragraphs, {len(store):,} tokens ({described}); token store "
+          f"{store.folder}", flush=True)
     print(f"pretraining {args.preset}: {args.steps} steps of {args.batch_size} x 128 tokens", flush=True)
     metrics = pretraining.pretrain(
-        args.preset, tokenizer, paragraphs, args.output, batch_size=args.batch_size, max_steps=args.steps,
+        args.preset, tokenizer, store, args.output, per_device_train_batch_size=args.batch_size, max_steps=args.steps,
         save_steps=None, eval_steps=None, seed=args.seed, progress=sys.stderr.isatty(),
     )
     print(f"saved to {args.output}: masked-token accuracy {metrics['eval_masked_accuracy']:.1%}, "

@@ -1,3 +1,4 @@
+import os
 import socket
 import threading
 
@@ -16,6 +17,12 @@ def pytest_configure(config):
             f"the tests need the project's shared data beside the repository ({SHARED_DATA}); missing: {', '.join(missing)}",
             returncode=4,
         )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def token_store_cache(tmp_path_factory):
+    """Token stores the tests make (and the processes they start) go to a temporary folder, not ~/.cache."""
+    os.environ["EELBERT_CACHE"] = str(tmp_path_factory.mktemp("eelbert-cache"))
 
 
 @pytest.fixture(scope="session")

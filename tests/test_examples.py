@@ -78,12 +78,14 @@ def test_missing_training_text_is_a_clear_error(tokenizer_path, tmp_path):
 def test_whole_word_masking_masks_every_piece_of_a_word(tokenizer):
     from transformers import DataCollatorForLanguageModeling
 
-    from eelbert.pretraining import add_word_offsets
+    from eelbert.training.pretraining import WholeWordOffsets
 
     ids = tokenizer("unbelievable tokenization works", add_special_tokens=False)["input_ids"]
-    blocks = [{"input_ids": [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]}]
-    add_word_offsets(tokenizer, blocks)
+    blocks = WholeWordOffsets(tokenizer, [{"input_ids": [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]}])
     assert tokenizer.convert_ids_to_tokens(blocks[0]["input_ids"])[2:4] == ["token", "##ization"]
+    # The offsets the collator reads: a continuation piece starts where the previous token ended.
+    offsets = blocks[0]["offset_mapping"]
+    assert offsets[3][0] == offsets[2][1] and offsets[2][0] > offsets[1][1]
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.5, whole_word_mask=True, seed=0)
     for _ in range(20):
         masked = collator([dict(blocks[0])])["labels"][0] != -100
@@ -95,6 +97,27 @@ def test_whole_word_masking_trains(tokenizer_path, corpus, tmp_path):
     _run([sys.executable, str(RUN_MLM), *_args(tokenizer_path, corpus, tmp_path / "out", 2), "--whole-word-masking"],
          cwd=tmp_path)
     assert json.loads((tmp_path / "out" / "all_results.json").read_text())["eval_loss"] > 0
+
+
+def test_a_datasets_dataset_trains_through_a_token_store_made_once(tokenizer_path, corpus, tmp_path):
+    pytest.importorskip("datasets")
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    lines = (corpus / "a.txt").read_text().splitlines()
+    (dataset / "train.jsonl").write_text("\n".join(json.dumps({"body": line, "n": i}) for i, line in enumerate(lines)))
+    store = tmp_path / "store"
+    args = ["--tokenizer", str(tokenizer_path), "--dataset", str(dataset), "--text-column", "body", "--token-store",
+            str(store), "--block-size", "32", "--batch-size", "4", "--max-steps", "2", "--save-steps", "2",
+            "--eval-steps", "2", "--validation-fraction", "0.1"]
+    _run([sys.executable, str(RUN_MLM), *args, "--output", str(tmp_path / "first")], cwd=tmp_path)
+    made = (store / "tokens.bin").stat().st_mtime_ns
+    assert json.loads((store / "store.json").read_text())["paragraphs"] == len(lines)
+    _run([sys.executable, str(RUN_MLM), *args, "--output", str(tmp_path / "second")], cwd=tmp_path)
+    assert (store / "tokens.bin").stat().st_mtime_ns == made  # reused, not tokenized again
+    assert json.loads((tmp_path / "second" / "all_results.json").read_text())["eval_loss"] > 0
+    wrong_column = subprocess.run([sys.executable, str(RUN_MLM), *args[:4], "--output", str(tmp_path / "x")],
+                                  capture_output=True, text=True, cwd=tmp_path)
+    assert wrong_column.returncode != 0 and "no column 'text'" in wrong_column.stderr
 
 
 # ---- examples/run_glue.py ----

@@ -1,4 +1,4 @@
-"""eelbert.pretraining and `eelbert pretrain`: sparse masked-LM scoring, the built-in corpus, tokenizer training,
+"""eelbert.training.pretraining and `eelbert pretrain`: sparse masked-LM scoring, the built-in corpus, tokenizer training,
 and the main job end to end."""
 
 import json
@@ -9,7 +9,7 @@ from helpers import run_python
 from transformers import BertForMaskedLM
 
 import eelbert
-from eelbert import pretraining
+from eelbert.training import pretraining
 from eelbert.cli import main as eelbert_main
 
 
@@ -109,6 +109,23 @@ def batch_length(folder):
     from transformers import AutoTokenizer
 
     return len(AutoTokenizer.from_pretrained(folder, trust_remote_code=True)("returns a tensor")["input_ids"])
+
+
+def test_pretrain_takes_a_model_object_and_training_argument_overrides(small_config, tokenizer, tmp_path):
+    from eelbert.training import token_store
+
+    lines = [f"tiny model number {i} runs on a phone" for i in range(300)]
+    store = token_store.prepare_token_store(lines, tokenizer, {"test": 1}, folder=tmp_path / "store")
+    model = eelbert.EelbertForMaskedLM(small_config)
+    metrics = pretraining.pretrain(model, tokenizer, store, tmp_path / "out", block_size=16, progress=False,
+                                   max_steps=2, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                                   eval_steps=None, save_steps=None)
+    assert metrics["perplexity"] > 1 and metrics["processes"] == 1
+    args = torch.load(tmp_path / "out" / "training_args.bin", weights_only=False)
+    assert args.gradient_accumulation_steps == 2 and args.ddp_broadcast_buffers is False
+    assert model.get_input_embeddings().built.all()  # the whole hash table was built before training
+    with pytest.raises(ValueError, match="made with another tokenizer"):
+        pretraining.pretrain(model, pretraining.train_wordpiece(lines, 200), store, tmp_path / "other", max_steps=1)
 
 
 def test_eelbert_pretrain_names_a_missing_corpus(tmp_path, capsys):

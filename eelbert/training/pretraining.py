@@ -1,18 +1,18 @@
 """Masked-LM pretraining with the Hugging Face Trainer (used by `eelbert pretrain` and examples/run_mlm.py).
 
-Text is cut into blocks of `block_size` tokens; a held-out fraction of the blocks measures masked-token accuracy
-and perplexity. Training scores only the masked positions (`sparse_prediction`; for plain BERT the small
+Text is tokenized once into a token store on disk (token_store.py) and read as blocks of `block_size` tokens; a
+held-out fraction of the blocks measures masked-token accuracy and perplexity. Training scores only the masked positions (`sparse_prediction`; for plain BERT the small
 subclass below): the loss is the same, but the vocabulary projection of the 85% unmasked tokens, most of a tiny
 model's compute, is skipped (about 4x faster steps for eelbert-tiny / bert-tiny on CPU).
 """
 
 import importlib.util
 import math
-import random
 import re
 import sysconfig
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import (
     AutoConfig,
@@ -26,31 +26,12 @@ from transformers import (
 )
 from transformers.modeling_outputs import MaskedLMOutput
 
-from .modeling.configuration_eelbert import EelbertConfig, vocabulary_of
-from .modeling.modeling_eelbert import EelbertForMaskedLM
-from .presets import BASELINE_OF, EELBERT_PRESETS, baseline_config
+from ..modeling.configuration_eelbert import EelbertConfig, vocabulary_of
+from ..modeling.modeling_eelbert import EelbertForMaskedLM
+from ..presets import BASELINE_OF, EELBERT_PRESETS, baseline_config
+from .token_store import TokenStore
 
 # ---- Text ----
-
-
-def text_files(paths) -> list[Path]:
-    """The files named, and the .txt files inside the folders named."""
-    files = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            files += sorted(path.rglob("*.txt"))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
-    if not files:
-        raise ValueError(f"{[str(p) for p in paths]}: no .txt files found")
-    return files
-
-
-def read_paragraphs(files) -> list[str]:
-    """The non-empty lines of the files (one paragraph per line)."""
-    return [line for file in files for line in Path(file).read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 # Documentation shipped with the dependencies: the standard library's and these packages' docstrings.
@@ -104,30 +85,30 @@ def train_wordpiece(paragraphs, vocab_size: int = 8000) -> BertTokenizer:
     return BertTokenizer(vocab=trainer.get_vocab(), do_lower_case=True)
 
 
-def token_blocks(tokenizer, paragraphs, block_size):
-    """All paragraphs as one token stream ([SEP] between paragraphs), cut into [CLS] ... [SEP] blocks."""
-    body = block_size - 2
-    stream = []
-    for start in range(0, len(paragraphs), 1000):  # batched: fast tokenizers encode a batch in parallel
-        for ids in tokenizer(paragraphs[start : start + 1000], add_special_tokens=False)["input_ids"]:
-            stream += ids + [tokenizer.sep_token_id]
-    blocks = [stream[i : i + body] for i in range(0, len(stream) - body + 1, body)]
-    if not blocks:
-        raise ValueError(f"the training text has {len(stream)} tokens, fewer than one block of {block_size}")
-    return [{"input_ids": [tokenizer.cls_token_id, *b, tokenizer.sep_token_id]} for b in blocks]
+class WholeWordOffsets:
+    """Adds the character offsets that whole-word masking needs to each block. DataCollatorForLanguageModeling
+    finds words by gaps between offsets: a continuation piece (`##ing`) starts where the previous token ended, any
+    other token after a gap."""
+
+    def __init__(self, tokenizer, blocks):
+        self.blocks = blocks
+        prefix = vocabulary_of(tokenizer)[2] or "##"
+        tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        self.continues = np.array([t.startswith(prefix) for t in tokens])
+
+    def __len__(self):
+        return len(self.blocks)
+
+    def __getitem__(self, i):
+        block = self.blocks[i]
+        block["offset_mapping"] = word_offsets(np.asarray(block["input_ids"]), self.continues)
+        return block
 
 
-def add_word_offsets(tokenizer, blocks):
-    """Character offsets for whole-word masking, which finds words by gaps between offsets: a continuation
-    piece (`##ing`) starts where the previous token ended, any other token after a gap."""
-    prefix = vocabulary_of(tokenizer)[2] or "##"
-    for block in blocks:
-        offsets, end = [], 0
-        for token in tokenizer.convert_ids_to_tokens(block["input_ids"]):
-            start = end if token.startswith(prefix) else end + 1
-            end = start + 1
-            offsets.append((start, end))
-        block["offset_mapping"] = offsets
+def word_offsets(ids: np.ndarray, continues: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) character offsets where a token that continues a word starts at the previous token's end."""
+    starts = np.cumsum(np.where(continues[ids], 1, 2)) - 1
+    return list(zip(starts.tolist(), (starts + 1).tolist()))
 
 
 # ---- Models ----
@@ -167,8 +148,11 @@ def build_model(name_or_path, tokenizer):
 def masked_predictions(logits, labels):
     """[batch, seq] predicted ids (-100 where nothing is masked) from the logits of the masked positions;
     only these argmaxes are kept: full logits for every validation token would not fit in memory."""
+    masked = labels != -100
+    if logits.shape[:-1] == labels.shape:  # a model that scored every position (no sparse prediction)
+        logits = logits[masked]
     predictions = torch.full_like(labels, -100)
-    predictions[labels != -100] = logits.argmax(-1)
+    predictions[masked] = logits.argmax(-1)
     return predictions
 
 
@@ -182,52 +166,30 @@ def masked_accuracy(eval_prediction):
 
 
 @torch.no_grad()
-def start_bias_at_unigram_log_frequencies(model, blocks, tokenizer):
-    """Set a fresh model's masked-LM output bias to the log frequency of each token in the training blocks.
+def start_bias_at_unigram_log_frequencies(model, token_counts, tokenizer):
+    """Set a fresh model's masked-LM output bias to the log frequency of each token in the training text.
     Before it sees any context a masked LM should predict these frequencies; with Adam moving each bias entry by
     about the learning rate per step, reaching them from zero (log-frequencies span ~15 nats) takes thousands of
     steps. BERT's tied embeddings can shortcut this; EELBERT's fixed hash table cannot, so both start here."""
-    counts = torch.ones(len(tokenizer), dtype=torch.float64)  # add-one: unseen tokens keep a finite bias
-    ids = torch.tensor([i for block in blocks for i in block["input_ids"]])
-    counts += torch.bincount(ids, minlength=len(tokenizer)).double()
+    counts = torch.as_tensor(token_counts, dtype=torch.float64) + 1  # add-one: unseen tokens keep a finite bias
     counts[tokenizer.all_special_ids] = 1  # never masked, never a label
     bias = model.cls.predictions.bias
     bias.copy_((counts / counts.sum()).log().to(bias.dtype))
 
 
-def pretrain(
-    model,
-    tokenizer,
-    paragraphs,
-    output,
-    *,
-    block_size=128,
-    validation_fraction=0.02,
-    whole_word_masking=False,
-    mlm_probability=0.15,
-    batch_size=64,
-    learning_rate=1e-3,
-    max_steps=1000,
-    save_steps=500,
-    eval_steps=500,
-    seed=0,
-    resume=False,
-    progress=True,
-) -> dict:
-    """Pretrain `model` (preset, config JSON or checkpoint) on `paragraphs`; save model + tokenizer to `output`
-    (a checkpoint every `save_steps`, none if None; validation every `eval_steps` and at the end, only at the
-    end if None). Returns the final validation metrics."""
-    set_seed(seed)
-    blocks = token_blocks(tokenizer, paragraphs, block_size)
-    if whole_word_masking:
-        add_word_offsets(tokenizer, blocks)
-    random.Random(seed).shuffle(blocks)
-    training_args = TrainingArguments(
+def pretraining_arguments(output, **overrides) -> TrainingArguments:
+    """The Trainer settings pretraining uses, with any `TrainingArguments` field overridden (bf16,
+    gradient_accumulation_steps, torch_compile, dataloader_num_workers, learning_rate, ...)."""
+    max_steps = overrides.get("max_steps", 1000)
+    eval_steps = overrides.pop("eval_steps", 500)
+    save_steps = overrides.pop("save_steps", 500)
+    batch_size = overrides.get("per_device_train_batch_size", 64)
+    settings = dict(
         output_dir=str(output),
         max_steps=max_steps,
         per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=batch_size,
-        learning_rate=learning_rate,
+        learning_rate=1e-3,
         warmup_steps=min(500, max_steps // 10),
         weight_decay=0.01,
         eval_strategy="no" if eval_steps is None else "steps",
@@ -235,24 +197,58 @@ def pretrain(
         save_strategy="no" if save_steps is None else "steps",
         save_steps=save_steps or 500,
         logging_steps=max(1, min(50, max_steps // 10)),
-        seed=seed,
         report_to=[],
-        disable_tqdm=not progress,
         dataloader_drop_last=True,
         remove_unused_columns=False,  # the collator needs offset_mapping (whole-word masking) and pops it
+        # The hash table is a buffer every process computes itself from the vocabulary: DDP need not send it.
+        ddp_broadcast_buffers=False,
         use_cpu=not torch.cuda.is_available(),  # so that several CPU processes train together (gloo)
     )
+    settings.update(overrides)
+    return TrainingArguments(**settings)
+
+
+def pretrain(
+    model,
+    tokenizer,
+    store: TokenStore,
+    output,
+    *,
+    block_size=128,
+    validation_fraction=0.02,
+    max_validation_blocks=10_000,
+    whole_word_masking=False,
+    mlm_probability=0.15,
+    seed=0,
+    resume=False,
+    progress=True,
+    callbacks=None,
+    **training_arguments,
+) -> dict:
+    """Pretrain `model` (a model, or a preset name, config JSON or checkpoint) on the blocks of a token store; save
+    model + tokenizer to `output`. `training_arguments` override the `TrainingArguments` of pretraining_arguments()
+    (`eval_steps`/`save_steps` None: validate only at the end / save no checkpoints); `callbacks` go to the Trainer.
+    Returns the final validation metrics."""
+    set_seed(seed)
+    store.check_tokenizer(tokenizer)
+    training_args = pretraining_arguments(output, seed=seed, disable_tqdm=not progress, **training_arguments)
     # At least one full validation batch per process (batches are dropped when incomplete).
-    held_out = max(batch_size * training_args.world_size, int(len(blocks) * validation_fraction))
-    if held_out >= len(blocks):
-        raise ValueError(
-            f"the text gives {len(blocks)} blocks of {block_size} tokens: too few to hold out {held_out} for validation"
-        )
-    train, validation = blocks[held_out:], blocks[:held_out]
+    train, validation = store.blocks(
+        block_size, tokenizer.cls_token_id, tokenizer.sep_token_id, validation_fraction,
+        min_validation_blocks=training_args.per_device_eval_batch_size * training_args.world_size,
+        max_validation_blocks=max_validation_blocks,
+    )
+    if whole_word_masking:
+        train, validation = WholeWordOffsets(tokenizer, train), WholeWordOffsets(tokenizer, validation)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, whole_word_mask=whole_word_masking)
-    model_name, model = model, build_model(model, tokenizer)
-    if is_fresh(model_name):
-        start_bias_at_unigram_log_frequencies(model, train, tokenizer)
+    if isinstance(model, (str, Path)):
+        fresh, model = is_fresh(model), build_model(model, tokenizer)
+        if fresh:
+            start_bias_at_unigram_log_frequencies(model, store.token_counts(), tokenizer)
+    elif hasattr(model.config, "sparse_prediction"):
+        model.config.sparse_prediction = True  # the same loss, without the vocabulary projection of unmasked tokens
+    # The whole hash table, built once before the first step: no step pays for (or syncs on) a missing row.
+    model.get_input_embeddings().weight  # noqa: B018
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -262,10 +258,12 @@ def pretrain(
         processing_class=tokenizer,
         compute_metrics=masked_accuracy,
         preprocess_logits_for_metrics=masked_predictions,
+        callbacks=callbacks,
     )
     trained = trainer.train(resume_from_checkpoint=bool(resume) or None)
     trainer.save_metrics("train", trained.metrics)  # train_results.json: runtime, samples per second, loss
-    metrics = trainer.evaluate()
+    last = [e for e in trainer.state.log_history if "eval_loss" in e and e["step"] == trainer.state.global_step]
+    metrics = {k: v for k, v in last[-1].items() if k.startswith("eval_")} if last else trainer.evaluate()
     metrics["perplexity"] = math.exp(min(metrics["eval_loss"], 50))
     metrics["processes"] = training_args.world_size
     trainer.log_metrics("eval", metrics)
