@@ -72,7 +72,7 @@ def main(argv=None):
     tokenizer = AutoTokenizer.from_pretrained(SHARED / "vocab" / "bert-base-uncased")
     train = read_sst2(SHARED / "glue" / "SST-2" / "train.tsv", args.train_sentences)
     dev = read_sst2(SHARED / "glue" / "SST-2" / "dev.tsv")
-    config = eelbert.EelbertConfig.from_preset("uno-eelbert", tokenizer=tokenizer, num_labels=2)
+    config = eelbert.preset_config("uno-eelbert", tokenizer=tokenizer, num_labels=2)
     start = time.perf_counter()
     model = fine_tune(eelbert.EelbertForSequenceClassification(config), tokenizer, *train, args.epochs, 64, args.lr)
     minutes = (time.perf_counter() - start) / 60

@@ -89,7 +89,7 @@ def build_models(tokenizer, folder):
     """Random-init models saved to folder/<name>; returns {name: (encoder, masked_lm)}."""
     models = {}
     for name in ("eelbert-tiny", "uno-eelbert"):
-        config = eelbert.EelbertConfig.from_preset(name, tokenizer=tokenizer)
+        config = eelbert.preset_config(name, tokenizer=tokenizer)
         torch.manual_seed(0)
         models[name] = (eelbert.EelbertModel(config).eval(), eelbert.EelbertForMaskedLM(config))
     bert_config = eelbert.baseline_config("bert-tiny", vocab_size=len(tokenizer))
@@ -181,7 +181,7 @@ def cold_start_rows(folder, repeats):
 
 def per_batch_rows(models, tokenizer, repeats):
     """What the table-free mode costs per forward, against the default lazy table (already built)."""
-    config = eelbert.EelbertConfig.from_preset("uno-eelbert", tokenizer=tokenizer, embedding_table="per_batch")
+    config = eelbert.preset_config("uno-eelbert", tokenizer=tokenizer, embedding_table="per_batch")
     per_batch = eelbert.EelbertModel(config).eval()
     lazy = models["uno-eelbert"][0]
     per_batch.load_state_dict(lazy.state_dict())
@@ -216,7 +216,7 @@ def main(argv=None):
     logging.disable_progress_bar()
     logging.set_verbosity_error()
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    config = eelbert.EelbertConfig.from_preset("uno-eelbert", tokenizer=tokenizer)
+    config = eelbert.preset_config("uno-eelbert", tokenizer=tokenizer)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -42,14 +42,14 @@ def token_store(train):
 
 
 def run_variant(name, train, output, steps):
-    from eelbert import EelbertConfig, EelbertForMaskedLM
+    from eelbert import EelbertForMaskedLM, preset_config
     from eelbert.modeling.modeling_eelbert import HASH_TABLE_RMS
     from eelbert.training import pretraining
 
     model_name, gain, unigram_bias, extra = VARIANTS[name]
     tokenizer, store = token_store(train)
     if extra == "proj":
-        model = EelbertForMaskedLM(EelbertConfig.from_preset(model_name, tokenizer=tokenizer, sparse_prediction=True,
+        model = EelbertForMaskedLM(preset_config(model_name, tokenizer=tokenizer, sparse_prediction=True,
                                                              embedding_projection=True))
     else:
         model = pretraining.build_model(model_name, tokenizer)

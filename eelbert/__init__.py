@@ -21,7 +21,7 @@ from .modeling.modeling_eelbert import (
     EelbertPreTrainedModel,
     hash_embed,
 )
-from .presets import BASELINE_OF, EELBERT_PRESETS, baseline_config
+from .presets import BASELINE_OF, EELBERT_PRESETS, baseline_config, preset_config
 from .size import SizeRow, format_size_table, size_report
 
 transformers.AutoConfig.register("eelbert", EelbertConfig, exist_ok=True)
@@ -45,6 +45,7 @@ __all__ = [
     "baseline_config",
     "format_size_table",
     "hash_embed",
+    "preset_config",
     "size_report",
     "vocabulary_of",
 ]

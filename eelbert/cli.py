@@ -120,7 +120,7 @@ def _new(args):
     import eelbert
 
     tokenizer = _tokenizer(args.tokenizer)
-    config = eelbert.EelbertConfig.from_preset(args.preset, tokenizer=tokenizer, num_labels=args.num_labels)
+    config = eelbert.preset_config(args.preset, tokenizer=tokenizer, num_labels=args.num_labels)
     model = getattr(eelbert, HEADS[args.head])(config)
     model.save_pretrained(args.output)
     tokenizer.save_pretrained(args.output)

@@ -1,10 +1,18 @@
-"""Named presets (configs/*.json) and the plain-BERT baseline each EELBERT preset is compared with."""
+"""Named presets (configs/*.json) and the plain-BERT baseline each EELBERT preset is compared with.
+
+The presets live in the library, not in modeling/: a checkpoint's remote-code copy of modeling/ has no configs
+folder beside it, and a saved config.json already holds every field a preset set."""
 
 import json
+from importlib.resources import files
+from pathlib import Path
 
 from transformers import BertConfig
 
-from .modeling.configuration_eelbert import PRESETS_DIR
+from .modeling.configuration_eelbert import EelbertConfig
+
+# configs/ in the repository, installed as the package eelbert.configs.
+PRESETS_DIR = Path(str(files("eelbert.configs")))
 
 EELBERT_PRESETS = ("eelbert-base", "eelbert-mini", "eelbert-tiny", "uno-eelbert")
 # The BERT whose encoder each preset shares (UNO-EELBERT is the paper's one-layer shrink of BERT-tiny).
@@ -14,6 +22,25 @@ BASELINE_OF = {
     "eelbert-tiny": "bert-tiny",
     "uno-eelbert": "bert-tiny",
 }
+
+
+def preset_config(name_or_path, tokenizer=None, **overrides) -> EelbertConfig:
+    """An `EelbertConfig` from a named preset (`eelbert-base`, `eelbert-mini`, `eelbert-tiny`, `uno-eelbert`) or a
+    preset JSON file, with `overrides` applied and, if given, bound to `tokenizer` (or a list of tokens)."""
+    path = Path(name_or_path)
+    if path.suffix != ".json":
+        path = PRESETS_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+        raise ValueError(f"unknown preset {str(name_or_path)!r}: known presets are {known} (or pass a .json path)")
+    fields = json.loads(path.read_text())
+    if fields.pop("model_type", EelbertConfig.model_type) != EelbertConfig.model_type:
+        raise ValueError(f"preset {str(name_or_path)!r} is not an EELBERT config (it is a plain-BERT baseline)")
+    fields.setdefault("preset", path.stem)
+    config = EelbertConfig(**{**fields, **overrides})
+    if tokenizer is not None:
+        config.set_vocab(tokenizer)
+    return config
 
 
 def baseline_config(name: str, vocab_size: int | None = None) -> BertConfig:

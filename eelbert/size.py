@@ -6,9 +6,8 @@ from pathlib import Path
 
 import torch
 
-from .modeling.configuration_eelbert import EelbertConfig
 from .modeling.modeling_eelbert import EelbertForMaskedLM, EelbertModel
-from .presets import BASELINE_OF, EELBERT_PRESETS, baseline_config
+from .presets import BASELINE_OF, EELBERT_PRESETS, baseline_config, preset_config
 
 BERT_UNCASED_VOCAB_SIZE = 30522
 
@@ -50,7 +49,7 @@ def size_report(presets=EELBERT_PRESETS, tokenizer=None, heads=("encoder", "mask
     classes = {"encoder": (EelbertModel, BertModel), "masked-lm": (EelbertForMaskedLM, BertForMaskedLM)}
     rows = []
     for preset in presets:
-        config = EelbertConfig.from_preset(preset, tokenizer=tokenizer, **vocab_args)
+        config = preset_config(preset, tokenizer=tokenizer, **vocab_args)
         bert_config = baseline_config(BASELINE_OF[preset], vocab_size=vocab_size)
         for head in heads:
             eelbert_class, bert_class = classes[head]

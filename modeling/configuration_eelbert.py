@@ -1,8 +1,6 @@
 """EELBERT model configuration: BERT's encoder fields plus the dynamic-embedding (hash) fields."""
 
-import json
 import re
-from pathlib import Path
 
 from transformers import PreTrainedConfig
 
@@ -31,8 +29,6 @@ def auto_class_name(config) -> str:
 MLM_DECODERS = ("hash", "learned")
 EMBEDDING_TABLE_MODES = ("lazy", "full", "per_batch")
 _UNUSED_TOKEN = re.compile(r"\[unused\d+\]")
-# The presets ship with the eelbert package (eelbert/configs beside eelbert/modeling; configs/ in the repo).
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 # config.json keeps the vocabulary as one string, tokens separated by NUL (a character no tokenizer puts in a
@@ -234,25 +230,6 @@ class EelbertConfig(PreTrainedConfig):
                 )
             if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
                 raise ValueError(f"pad_token_id ({self.pad_token_id}) is outside the vocabulary of {self.vocab_size} tokens")
-
-    @classmethod
-    def from_preset(cls, name_or_path, tokenizer=None, **overrides) -> "EelbertConfig":
-        """A config from a named preset (`eelbert-base`, `eelbert-mini`, `eelbert-tiny`, `uno-eelbert`) or a
-        preset JSON file, with `overrides` applied and, if given, bound to `tokenizer` (or a list of tokens)."""
-        path = Path(name_or_path)
-        if not path.suffix == ".json":
-            path = PRESETS_DIR / f"{name_or_path}.json"
-        if not path.is_file():
-            known = sorted(p.stem for p in PRESETS_DIR.glob("*.json")) if PRESETS_DIR.is_dir() else []
-            raise ValueError(f"unknown preset {str(name_or_path)!r}: known presets are {known} (or pass a .json path)")
-        fields = json.loads(path.read_text())
-        if fields.pop("model_type", cls.model_type) != cls.model_type:
-            raise ValueError(f"preset {str(name_or_path)!r} is not an EELBERT config (it is a plain-BERT baseline)")
-        fields.setdefault("preset", path.stem)
-        config = cls(**{**fields, **overrides})
-        if tokenizer is not None:
-            config.set_vocab(tokenizer)
-        return config
 
     @classmethod
     def from_tokenizer(cls, tokenizer, **kwargs) -> "EelbertConfig":

@@ -39,7 +39,7 @@ def _require_vocab(config):
     if config.vocab is None:
         raise ValueError(
             "this EELBERT config has no vocabulary (`vocab`), so the word embeddings cannot be computed: build the "
-            "config with EelbertConfig.from_preset(name, tokenizer=...) or EelbertConfig.from_tokenizer(tokenizer), "
+            "config with eelbert.preset_config(name, tokenizer=...) or EelbertConfig.from_tokenizer(tokenizer), "
             "or call config.set_vocab(tokenizer); a saved checkpoint keeps it in config.json"
         )
 

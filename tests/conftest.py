@@ -38,13 +38,13 @@ def tokenizer(tokenizer_path):
 @pytest.fixture
 def uno_config(tokenizer):
     """UNO-EELBERT bound to the 30,522-token BERT uncased vocabulary."""
-    return eelbert.EelbertConfig.from_preset("uno-eelbert", tokenizer=tokenizer)
+    return eelbert.preset_config("uno-eelbert", tokenizer=tokenizer)
 
 
 @pytest.fixture
 def small_config(tokenizer):
     """A small two-layer EELBERT over the full BERT vocabulary, for fast behaviour tests."""
-    return eelbert.EelbertConfig.from_preset(
+    return eelbert.preset_config(
         "eelbert-tiny", tokenizer=tokenizer, hidden_size=32, intermediate_size=64, embedding_size=32,
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
     )

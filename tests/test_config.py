@@ -41,7 +41,7 @@ def test_presets_have_the_papers_shapes(tokenizer):
         "uno-eelbert": (1, 128, 2, 512),
     }
     for name, shape in shapes.items():
-        config = eelbert.EelbertConfig.from_preset(name, tokenizer=tokenizer)
+        config = eelbert.preset_config(name, tokenizer=tokenizer)
         assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size) == shape
         assert config.preset == name and config.vocab_size == len(tokenizer) == 30522
         baseline = eelbert.baseline_config(eelbert.BASELINE_OF[name])
@@ -50,25 +50,25 @@ def test_presets_have_the_papers_shapes(tokenizer):
         assert (baseline.num_hidden_layers, baseline.hidden_size, baseline.intermediate_size) == (baseline_layers, *shape[1::2])
 
 
-def test_from_preset_binds_the_tokenizer(tokenizer):
-    config = eelbert.EelbertConfig.from_preset("uno-eelbert", tokenizer=tokenizer)
+def test_preset_config_binds_the_tokenizer(tokenizer):
+    config = eelbert.preset_config("uno-eelbert", tokenizer=tokenizer)
     assert list(config.vocab) == tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     assert config.continuing_subword_prefix == "##"
     assert config.pad_token_id == tokenizer.pad_token_id
     assert "[MASK]" in config.special_tokens and "hello" not in config.special_tokens
 
 
-def test_from_preset_takes_a_list_of_strings_and_overrides():
-    config = eelbert.EelbertConfig.from_preset("uno-eelbert", vocab=TOKENS, special_tokens=["[PAD]", "[CLS]"],
+def test_preset_config_takes_a_list_of_strings_and_overrides():
+    config = eelbert.preset_config("uno-eelbert", vocab=TOKENS, special_tokens=["[PAD]", "[CLS]"],
                                                hash_function="rolling")
     assert config.vocab_size == 4 and config.hash_function == "rolling" and config.num_hidden_layers == 1
 
 
 def test_unknown_preset_and_baseline_presets_are_clear_errors():
     with pytest.raises(ValueError, match="unknown preset 'eelbert-huge'.*uno-eelbert"):
-        eelbert.EelbertConfig.from_preset("eelbert-huge")
+        eelbert.preset_config("eelbert-huge")
     with pytest.raises(ValueError, match="plain-BERT baseline"):
-        eelbert.EelbertConfig.from_preset("bert-tiny")
+        eelbert.preset_config("bert-tiny")
     with pytest.raises(ValueError, match="unknown BERT baseline"):
         eelbert.baseline_config("uno-eelbert")
 
@@ -96,3 +96,11 @@ def test_vocabulary_round_trips_through_config_json(tmp_path):
     assert list(loaded.vocab) == tokens and list(loaded.special_tokens) == ["[PAD]"] and loaded.vocab_size == 9
     with pytest.raises(ValueError, match="NUL"):
         eelbert.EelbertConfig(vocab=["a\x00b"], hidden_size=32, num_attention_heads=2)
+
+
+def test_presets_live_in_the_library_not_in_the_bundle_every_checkpoint_carries(tmp_path, tokenizer):
+    # A remote-code copy of modeling/ has no configs/ beside it: a preset lookup there could only fail.
+    eelbert.EelbertModel(eelbert.preset_config("uno-eelbert", tokenizer=tokenizer)).save_pretrained(tmp_path)
+    bundle = "".join(p.read_text() for p in tmp_path.glob("*.py"))
+    assert bundle and "PRESETS_DIR" not in bundle and "from_preset" not in bundle and "configs/" not in bundle
+    assert (eelbert.presets.PRESETS_DIR / "uno-eelbert.json").is_file()

@@ -68,6 +68,11 @@ def test_pretraining_resumes_from_its_last_checkpoint(tokenizer_path, corpus, tm
     assert [entry["step"] for entry in state["log_history"] if "loss" in entry][:2] == [1, 2]
 
 
+def test_help_shows_the_accelerate_command_that_starts_several_cpu_processes():
+    result = subprocess.run([sys.executable, str(RUN_MLM), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "accelerate launch --multi_gpu --num_processes 2" in result.stdout
+
+
 def test_missing_training_text_is_a_clear_error(tokenizer_path, tmp_path):
     result = subprocess.run([sys.executable, str(RUN_MLM), "--tokenizer", str(tokenizer_path), "--train",
                              str(tmp_path / "nothing"), "--output", str(tmp_path / "out")],
@@ -115,6 +120,9 @@ def test_a_datasets_dataset_trains_through_a_token_store_made_once(tokenizer_pat
     _run([sys.executable, str(RUN_MLM), *args, "--output", str(tmp_path / "second")], cwd=tmp_path)
     assert (store / "tokens.bin").stat().st_mtime_ns == made  # reused, not tokenized again
     assert json.loads((tmp_path / "second" / "all_results.json").read_text())["eval_loss"] > 0
+    # The evaluation at the last step is the final one: validated once, not twice.
+    history = json.loads((tmp_path / "second" / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in history if "eval_loss" in entry] == [2]
     wrong_column = subprocess.run([sys.executable, str(RUN_MLM), *args[:4], "--output", str(tmp_path / "x")],
                                   capture_output=True, text=True, cwd=tmp_path)
     assert wrong_column.returncode != 0 and "no column 'text'" in wrong_column.stderr

@@ -159,13 +159,13 @@ def test_identical_across_processes_and_hash_seeds(tokenizer_path):
     code = f"""
         import hashlib, eelbert
         from transformers import AutoTokenizer
-        config = eelbert.EelbertConfig.from_preset("uno-eelbert", tokenizer=AutoTokenizer.from_pretrained({str(tokenizer_path)!r}))
+        config = eelbert.preset_config("uno-eelbert", tokenizer=AutoTokenizer.from_pretrained({str(tokenizer_path)!r}))
         print(hashlib.sha256(eelbert.hash_embed(config.vocab, config).numpy().tobytes()).hexdigest())
     """
     digests = {run_python(code, {"PYTHONHASHSEED": seed}).strip() for seed in ("0", "1", "12345")}
     assert len(digests) == 1
     from transformers import AutoTokenizer
 
-    config = eelbert.EelbertConfig.from_preset("uno-eelbert", tokenizer=AutoTokenizer.from_pretrained(tokenizer_path))
+    config = eelbert.preset_config("uno-eelbert", tokenizer=AutoTokenizer.from_pretrained(tokenizer_path))
     here = hashlib.sha256(eelbert.hash_embed(config.vocab, config).numpy().tobytes()).hexdigest()
     assert digests == {here}

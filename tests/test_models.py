@@ -139,7 +139,7 @@ def test_masked_lm_decoder_is_the_fixed_hash_table(small_config, batch):
 
 
 def test_learned_decoder_and_embedding_projection_options(tokenizer, batch):
-    config = eelbert.EelbertConfig.from_preset("eelbert-tiny", tokenizer=tokenizer, hidden_size=32, intermediate_size=64,
+    config = eelbert.preset_config("eelbert-tiny", tokenizer=tokenizer, hidden_size=32, intermediate_size=64,
                                                embedding_size=48, mlm_decoder="learned")
     assert config.embedding_projection  # embedding_size != hidden_size needs the projection
     model = eelbert.EelbertForMaskedLM(config)
@@ -147,7 +147,7 @@ def test_learned_decoder_and_embedding_projection_options(tokenizer, batch):
     assert state["cls.predictions.decoder.weight"].shape == (30522, 48)
     assert state["eelbert.embeddings.projection.weight"].shape == (32, 48)
     assert model(**batch).logits.shape[-1] == 30522
-    same_size = eelbert.EelbertConfig.from_preset("eelbert-tiny", tokenizer=tokenizer, embedding_projection=True)
+    same_size = eelbert.preset_config("eelbert-tiny", tokenizer=tokenizer, embedding_projection=True)
     assert eelbert.EelbertModel(same_size).embeddings.projection.weight.shape == (128, 128)
 
 
@@ -197,7 +197,7 @@ def test_inputs_embeds_are_hash_embeddings(small_config, tokenizer):
 
 
 def test_model_without_vocabulary_is_a_clear_error():
-    config = eelbert.EelbertConfig.from_preset("uno-eelbert")
+    config = eelbert.preset_config("uno-eelbert")
     with pytest.raises(ValueError, match="no vocabulary"):
         eelbert.EelbertModel(config)
 

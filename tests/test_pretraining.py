@@ -47,7 +47,7 @@ def test_bert_baseline_with_sparse_prediction_matches_bert_for_masked_lm():
 
 def test_sparse_prediction_must_be_a_boolean(tokenizer):
     with pytest.raises(ValueError, match="sparse_prediction"):
-        eelbert.EelbertConfig.from_preset("uno-eelbert", tokenizer=tokenizer, sparse_prediction="yes")
+        eelbert.preset_config("uno-eelbert", tokenizer=tokenizer, sparse_prediction="yes")
 
 
 def test_masked_predictions_put_the_argmax_back_at_the_masked_positions():

@@ -26,9 +26,9 @@ from transformers import (
 )
 from transformers.modeling_outputs import MaskedLMOutput
 
-from ..modeling.configuration_eelbert import EelbertConfig, vocabulary_of
+from ..modeling.configuration_eelbert import vocabulary_of
 from ..modeling.modeling_eelbert import EelbertForMaskedLM
-from ..presets import BASELINE_OF, EELBERT_PRESETS, baseline_config
+from ..presets import BASELINE_OF, EELBERT_PRESETS, baseline_config, preset_config
 from .token_store import TokenStore
 
 # ---- Text ----
@@ -137,7 +137,7 @@ def is_fresh(name_or_path) -> bool:
 def build_model(name_or_path, tokenizer):
     """A preset (eelbert-* / uno-eelbert / bert-*), a config JSON, or a checkpoint to continue from."""
     if name_or_path in EELBERT_PRESETS or str(name_or_path).endswith(".json"):
-        return EelbertForMaskedLM(EelbertConfig.from_preset(name_or_path, tokenizer=tokenizer, sparse_prediction=True))
+        return EelbertForMaskedLM(preset_config(name_or_path, tokenizer=tokenizer, sparse_prediction=True))
     if name_or_path in set(BASELINE_OF.values()):
         return BertForSparseMaskedLM(baseline_config(name_or_path, vocab_size=len(tokenizer)))
     if AutoConfig.from_pretrained(name_or_path, trust_remote_code=True).model_type == "bert":
