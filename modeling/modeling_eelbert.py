@@ -746,14 +746,4 @@ EelbertConfig.register_for_auto_class()
 for _class_name, _auto_class in AUTO_CLASS_OF.items():
     globals()[_class_name].register_for_auto_class(_auto_class)
 
-__all__ = [
-    "hash_embed",
-    "hash_embed_ids",
-    "EelbertForMaskedLM",
-    "EelbertForMultipleChoice",
-    "EelbertForQuestionAnswering",
-    "EelbertForSequenceClassification",
-    "EelbertForTokenClassification",
-    "EelbertModel",
-    "EelbertPreTrainedModel",
-]
+__all__ = ["hash_embed", "hash_embed_ids", "EelbertPreTrainedModel", *AUTO_CLASS_OF]
