@@ -317,6 +317,12 @@ class EelbertPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["EelbertEmbeddings", "EelbertLayer"]
     _tied_weights_keys = None
 
+    def __init__(self, config, *inputs, **kwargs):
+        super().__init__(config, *inputs, **kwargs)
+        # The tags transformers' push_to_hub and Trainer put in the model card; a list per model, since
+        # add_model_tags and push_to_hub(tags=...) append to it.
+        self.model_tags = ["eelbert"]
+
     @torch.no_grad()
     def _init_weights(self, module):
         std = self.config.initializer_range
