@@ -72,7 +72,7 @@ print(json.dumps([first, second]))
     assert result["dataset"]["type"] == "glue" and result["dataset"]["config"] == "sst2"
     assert result["metrics"][0]["type"] == "accuracy" and result["metrics"][0]["value"] == 81.2
     assert f'revision="{pushed[0]}"' in first_card and "trust_remote_code=True" in first_card
-    assert "| bert-tiny |" in first_card and "Pretrained briefly for a test." in first_card
+    assert "| bert-tiny (BertForMaskedLM, fp32) |" in first_card and "Pretrained briefly for a test." in first_card
 
     assert pushed[1] != pushed[0]
     assert _load_from_hub(hub, tmp_path, "user/uno", pushed[0], _batch(tokenizer), first)  # the first revision
