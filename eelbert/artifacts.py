@@ -22,6 +22,18 @@ from .modeling.modeling_eelbert import hash_embed_ids
 
 INT8_WEIGHTS = "model.int8.safetensors"
 INT8_FORMAT = "eelbert-int8-rowwise-v1"
+ONNX_GRAPH = "model.onnx"
+
+
+def checkpoint_config(folder):
+    """The config of a local EELBERT checkpoint folder (fp32, fp16, bf16, int8 or ONNX), or a clear error."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a checkpoint folder (no config.json)")
+    config = AutoConfig.from_pretrained(folder)
+    if config.model_type != "eelbert":
+        raise ValueError(f"{folder} is a {config.model_type} checkpoint, not EELBERT (see `eelbert convert`)")
+    return config
 
 
 def save_int8(model, folder) -> Path:
@@ -88,7 +100,7 @@ def export_onnx(model, folder) -> Path:
     int64; output: the model's first output (last_hidden_state or logits)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "model.onnx"
+    path = folder / ONNX_GRAPH
     model = model.eval().float()
     example = (
         torch.zeros(2, 8, model.config.embedding_size),

@@ -5,43 +5,49 @@ import json
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
-from .presets import EELBERT_PRESETS
+# Only the standard library and eelbert's light modules at the top: `eelbert --help` must not wait for torch and
+# transformers (seconds); each command imports what it needs.
+from .heads import CLASSIFICATION_HEADS, HEADS, source_literal
 
-HEADS = {
-    "encoder": "EelbertModel",
-    "masked-lm": "EelbertForMaskedLM",
-    "sequence-classification": "EelbertForSequenceClassification",
-    "token-classification": "EelbertForTokenClassification",
-    "question-answering": "EelbertForQuestionAnswering",
-    "multiple-choice": "EelbertForMultipleChoice",
-}
+EELBERT_PRESETS = source_literal("eelbert.presets", "EELBERT_PRESETS")  # eelbert.presets imports transformers
+
+
+def _local_or_hub(name_or_path: str, what: str) -> str:
+    """`name_or_path` if it is a folder; if it can only be a path, a clear error. A Hub id: offline, its folder in
+    the local Hub cache or a clear error; online, it after checking that the Hub answers (huggingface_hub would
+    retry for about a minute, then report a bare socket error)."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if Path(name_or_path).is_dir():
+        return name_or_path
+    try:
+        validate_repo_id(name_or_path)
+    except HFValidationError:
+        raise FileNotFoundError(f"no {what} folder {name_or_path} (and it is not a Hub id)") from None
+    if constants.HF_HUB_OFFLINE:
+        try:
+            return snapshot_download(name_or_path, local_files_only=True)
+        except LocalEntryNotFoundError:
+            raise FileNotFoundError(f"no {what} folder {name_or_path}, and as a Hub id it is not in the local Hub cache "
+                                    f"({constants.HF_HUB_CACHE}); HF_HUB_OFFLINE is set, so nothing is downloaded") from None
+    from .hub import check_hub_reachable
+
+    try:
+        check_hub_reachable()
+    except ConnectionError as error:
+        raise ConnectionError(f"{name_or_path} is not a {what} folder, and as a Hub id: {error}") from None
+    return name_or_path
 
 
 def _tokenizer(name_or_path):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name_or_path)
-
-
-def _weights_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) + sum(f.stat().st_size for f in folder.glob("*.onnx"))
-
-
-def _eelbert_config(checkpoint):
-    """The config of a local EELBERT checkpoint folder, or a clear error."""
-    from transformers import AutoConfig
-
-    import eelbert  # noqa: F401  (registers EelbertConfig with AutoConfig)
-
-    folder = Path(checkpoint)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a checkpoint folder (no config.json)")
-    config = AutoConfig.from_pretrained(folder)
-    if config.model_type != "eelbert":
-        raise ValueError(f"{folder} is a {config.model_type} checkpoint, not EELBERT (see `eelbert convert`)")
-    return config
+    return AutoTokenizer.from_pretrained(_local_or_hub(name_or_path, "tokenizer"))
 
 
 # Run in a fresh process where `import eelbert` fails: the saved folder alone must load (remote code).
@@ -72,8 +78,6 @@ FILL_MASK_EXAMPLES = [
 def _pretrain(args):
     import hashlib
 
-    from transformers import AutoTokenizer
-
     from .size import format_size_table, size_report
     from .training import pretraining, token_store
 
@@ -92,7 +96,7 @@ def _pretrain(args):
         def texts():
             return iter(paragraphs)
     if args.tokenizer:
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        tokenizer = _tokenizer(args.tokenizer)
     else:
         tokenizer = pretraining.train_wordpiece(texts(), args.vocab_size)
         print(f"tokenizer: WordPiece, {len(tokenizer):,} tokens, trained on the corpus", flush=True)
@@ -117,15 +121,21 @@ def _pretrain(args):
 
 
 def _new(args):
-    import eelbert
+    from .modeling import modeling_eelbert
+    from .presets import preset_config
+    from .size import weights_bytes
 
+    if args.num_labels is not None and args.head not in CLASSIFICATION_HEADS:
+        raise ValueError(f"--num-labels needs a classification head (--head {' or '.join(CLASSIFICATION_HEADS)}), "
+                         f"not {args.head}")
+    labels = {} if args.num_labels is None else {"num_labels": args.num_labels}
     tokenizer = _tokenizer(args.tokenizer)
-    config = eelbert.preset_config(args.preset, tokenizer=tokenizer, num_labels=args.num_labels)
-    model = getattr(eelbert, HEADS[args.head])(config)
+    config = preset_config(args.preset, tokenizer=tokenizer, **labels)
+    model = getattr(modeling_eelbert, HEADS[args.head])(config)
     model.save_pretrained(args.output)
     tokenizer.save_pretrained(args.output)
     print(f"saved {args.preset} ({HEADS[args.head]}, {config.vocab_size:,} tokens) to {args.output}: "
-          f"model.safetensors {_weights_bytes(Path(args.output)):,} bytes")
+          f"model.safetensors {weights_bytes(args.output):,} bytes")
 
 
 def _size(args):
@@ -137,11 +147,14 @@ def _size(args):
 
 def _convert(args):
     from .convert import convert_bert
+    from .size import weights_bytes
 
-    model, tokenizer, bert_bytes = convert_bert(args.source, tokenizer=args.tokenizer)
+    source = _local_or_hub(args.source, "checkpoint")
+    tokenizer = _local_or_hub(args.tokenizer, "tokenizer") if args.tokenizer else None
+    model, tokenizer, bert_bytes = convert_bert(source, tokenizer=tokenizer)
     model.save_pretrained(args.output)
     tokenizer.save_pretrained(args.output)
-    after = _weights_bytes(Path(args.output))
+    after = weights_bytes(args.output)
     print(f"{args.source}: {bert_bytes:,} bytes of BERT weights -> {args.output}: {type(model).__name__}, "
           f"model.safetensors {after:,} bytes ({after / bert_bytes:.1%})")
 
@@ -152,8 +165,9 @@ def _export(args):
 
     from . import artifacts
     from .modeling.configuration_eelbert import auto_class_name
+    from .size import weights_bytes
 
-    config = _eelbert_config(args.checkpoint)
+    config = artifacts.checkpoint_config(args.checkpoint)
     model = getattr(transformers, auto_class_name(config)).from_pretrained(args.checkpoint)
     output = Path(args.output)
     if args.format in ("fp16", "bf16"):
@@ -164,8 +178,8 @@ def _export(args):
         artifacts.export_onnx(model, output)
     if (Path(args.checkpoint) / "tokenizer_config.json").is_file():
         _tokenizer(args.checkpoint).save_pretrained(output)
-    print(f"{args.format}: {output} ({_weights_bytes(output):,} bytes of weights; "
-          f"{args.checkpoint}: {_weights_bytes(Path(args.checkpoint)):,})")
+    print(f"{args.format}: {output} ({weights_bytes(output):,} bytes of weights; "
+          f"{args.checkpoint}: {weights_bytes(args.checkpoint):,})")
 
 
 def _push(args):
@@ -176,8 +190,10 @@ def _push(args):
 
 
 def _info(args):
+    from .artifacts import checkpoint_config
+
     folder = Path(args.checkpoint)
-    config = _eelbert_config(folder)
+    config = checkpoint_config(folder)
     info = {
         "architecture": (config.architectures or ["?"])[0],
         "preset": config.preset,
@@ -193,11 +209,20 @@ def _info(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eelbert", description="EELBERT: tiny BERTs with hash embeddings.")
+    # --debug goes before or after the command. Its default is SUPPRESS (absent unless given: main reads it with
+    # getattr), or the command's default would overwrite a --debug given before the command.
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="on an error, print the full traceback, not just one line")
+    parser = argparse.ArgumentParser(prog="eelbert", description="EELBERT: tiny BERTs with hash embeddings.",
+                                     parents=[debug])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    pretrain = commands.add_parser(
-        "pretrain", help="train a WordPiece tokenizer and pretrain an EELBERT masked LM on text, reload it, fill masks"
+    def command(name, help):
+        return commands.add_parser(name, help=help, parents=[debug])
+
+    pretrain = command(
+        "pretrain", "train a WordPiece tokenizer and pretrain an EELBERT masked LM on text, reload it, fill masks"
     )
     pretrain.add_argument("--corpus", nargs="+", help="text files or folders of .txt files, one paragraph per line "
                           "(default: the docstrings of the standard library and of installed dependencies)")
@@ -211,32 +236,33 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--examples", nargs="+", help="fill-mask sentences, with [MASK]")
     pretrain.set_defaults(run=_pretrain)
 
-    new = commands.add_parser("new", help="a fresh model from a preset and a tokenizer, saved to a folder")
+    new = command("new", "a fresh model from a preset and a tokenizer, saved to a folder")
     new.add_argument("preset", choices=EELBERT_PRESETS)
     new.add_argument("output", help="folder to write")
     new.add_argument("--tokenizer", required=True, help="tokenizer folder or Hub id")
     new.add_argument("--head", choices=sorted(HEADS), default="masked-lm")
-    new.add_argument("--num-labels", type=int, default=2, help="for classification heads")
+    new.add_argument("--num-labels", type=int,
+                     help=f"number of classes, for the classification heads ({', '.join(CLASSIFICATION_HEADS)}; default 2)")
     new.set_defaults(run=_new)
 
-    size = commands.add_parser("size", help="parameters and checkpoint bytes of presets against their BERT baselines")
+    size = command("size", "parameters and checkpoint bytes of presets against their BERT baselines")
     size.add_argument("--presets", nargs="+", default=list(EELBERT_PRESETS), choices=EELBERT_PRESETS)
     size.add_argument("--tokenizer", help="tokenizer folder or Hub id (default: a 30,522-token vocabulary)")
     size.set_defaults(run=_size)
 
-    convert = commands.add_parser("convert", help="a BERT checkpoint as EELBERT (encoder and heads kept, word table dropped)")
+    convert = command("convert", "a BERT checkpoint as EELBERT (encoder and heads kept, word table dropped)")
     convert.add_argument("source", help="BERT checkpoint folder or Hub id")
     convert.add_argument("output", help="folder to write")
     convert.add_argument("--tokenizer", help="tokenizer folder or Hub id (default: the checkpoint's)")
     convert.set_defaults(run=_convert)
 
-    export = commands.add_parser("export", help="a deployment artifact: fp16, bf16, int8 or onnx")
+    export = command("export", "a deployment artifact: fp16, bf16, int8 or onnx")
     export.add_argument("format", choices=["fp16", "bf16", "int8", "onnx"])
     export.add_argument("checkpoint", help="EELBERT checkpoint folder")
     export.add_argument("output", help="folder to write")
     export.set_defaults(run=_export)
 
-    push = commands.add_parser("push", help="upload a checkpoint folder with a generated model card")
+    push = command("push", "upload a checkpoint folder with a generated model card")
     push.add_argument("checkpoint", help="EELBERT checkpoint folder (with its tokenizer)")
     push.add_argument("repo_id", help="user/name on the Hub")
     push.add_argument("--results", help="eval results JSON for the card's model-index")
@@ -244,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--license", default="apache-2.0")
     push.set_defaults(run=_push)
 
-    info = commands.add_parser("info", help="what a checkpoint is: preset, hash settings, vocabulary, bytes")
+    info = command("info", "what a checkpoint is: preset, hash settings, vocabulary, bytes")
     info.add_argument("checkpoint", help="EELBERT checkpoint folder")
     info.set_defaults(run=_info)
     return parser
@@ -252,15 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
     from transformers.utils import logging
+
+    from . import register_auto_classes
 
     logging.disable_progress_bar()  # per-file progress bars would drown the output
     logging.set_verbosity_error()
     try:
+        register_auto_classes()  # not done by `import eelbert` in this process: see eelbert/__init__.py
         args.run(args)
-    except Exception as error:  # the command line shows one clear line, not a traceback
-        message = " ".join(str(error).split())
-        print(f"eelbert {args.command}: error: {message}", file=sys.stderr)
+    except Exception as error:  # one clear line; --debug shows the traceback
+        if debug:
+            traceback.print_exc()
+        message = " ".join(str(error).split()) or type(error).__name__
+        hint = "" if debug else " (--debug shows the traceback)"
+        print(f"eelbert {args.command}: error: {message}{hint}", file=sys.stderr)
         return 1
     return 0
 

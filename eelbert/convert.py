@@ -4,40 +4,18 @@ the encoder learns to read hash embeddings instead of the learned ones it was tr
 
 import re
 
-import torch
-from transformers import (
-    AutoConfig,
-    AutoTokenizer,
-    BertConfig,
-    BertForMaskedLM,
-    BertForMultipleChoice,
-    BertForPreTraining,
-    BertForQuestionAnswering,
-    BertForSequenceClassification,
-    BertForTokenClassification,
-    BertModel,
-)
+from transformers import AutoConfig, AutoTokenizer, BertConfig, BertForPreTraining
 
-from .modeling.configuration_eelbert import EelbertConfig
-from .modeling.modeling_eelbert import (
-    EelbertForMaskedLM,
-    EelbertForMultipleChoice,
-    EelbertForQuestionAnswering,
-    EelbertForSequenceClassification,
-    EelbertForTokenClassification,
-    EelbertModel,
-)
+from .modeling import modeling_eelbert
+from .modeling.configuration_eelbert import AUTO_CLASS_OF, EelbertConfig
+from .size import bert_class_of, weights_bytes
 
-# BERT class -> (how to load it, the EELBERT class that keeps the same head)
+# BERT class name -> (how to load it, the EELBERT class that keeps the same head): every EELBERT head, and
+# BERT's pretraining model, whose next-sentence head is dropped.
 CONVERTIBLE = {
-    "BertModel": (BertModel, EelbertModel),
-    "BertForPreTraining": (BertForPreTraining, EelbertForMaskedLM),  # the next-sentence head is dropped
-    "BertForMaskedLM": (BertForMaskedLM, EelbertForMaskedLM),
-    "BertForSequenceClassification": (BertForSequenceClassification, EelbertForSequenceClassification),
-    "BertForTokenClassification": (BertForTokenClassification, EelbertForTokenClassification),
-    "BertForQuestionAnswering": (BertForQuestionAnswering, EelbertForQuestionAnswering),
-    "BertForMultipleChoice": (BertForMultipleChoice, EelbertForMultipleChoice),
+    bert_class_of(name).__name__: (bert_class_of(name), getattr(modeling_eelbert, name)) for name in AUTO_CLASS_OF
 }
+CONVERTIBLE["BertForPreTraining"] = (BertForPreTraining, modeling_eelbert.EelbertForMaskedLM)
 # Encoder fields copied from BertConfig (everything else is EELBERT's own or a default).
 BERT_FIELDS = (
     "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
@@ -81,7 +59,7 @@ def convert_bert(source, tokenizer=None, **config_overrides):
     config = EelbertConfig.from_tokenizer(tokenizer, embedding_size=bert_config.hidden_size, **fields, **config_overrides)
 
     bert = bert_class.from_pretrained(source)
-    bert_bytes = state_dict_bytes(bert)
+    bert_bytes = weights_bytes(bert)
     state = {}
     for key, value in bert.state_dict().items():
         new_key = _rename(key)
@@ -97,9 +75,3 @@ def convert_bert(source, tokenizer=None, **config_overrides):
     if unexpected or missing:
         raise ValueError(f"cannot map the BERT weights onto {eelbert_class.__name__}: missing {missing}, unexpected {unexpected}")
     return model, tokenizer, bert_bytes
-
-
-def state_dict_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the tensors a checkpoint of this model stores (tied tensors once)."""
-    unique = {t.data_ptr(): t for t in model.state_dict().values()}
-    return sum(t.numel() * t.element_size() for t in unique.values())

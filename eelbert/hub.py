@@ -1,25 +1,66 @@
 """Publishing to the Hugging Face Hub with a generated model card."""
 
+import functools
 import json
-import tempfile
+import socket
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from huggingface_hub import EvalResult, HfApi, ModelCardData
-from transformers import AutoConfig, BertConfig
+import transformers
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants
+from transformers import BertConfig
 
+from .artifacts import INT8_WEIGHTS, ONNX_GRAPH, checkpoint_config
 from .modeling.configuration_eelbert import auto_class_name
 from .presets import BASELINE_OF, baseline_config
+from .size import bert_class_of, weights_bytes
 
-PIPELINE_TAGS = {
-    "EelbertModel": "feature-extraction",
-    "EelbertForMaskedLM": "fill-mask",
-    "EelbertForSequenceClassification": "text-classification",
-    "EelbertForTokenClassification": "token-classification",
-    "EelbertForQuestionAnswering": "question-answering",
-    "EelbertForMultipleChoice": None,  # no pipeline for multiple choice
+# What a Trainer checkpoint folder holds besides the model (the state to resume training: transformers.trainer's
+# OPTIMIZER_NAME, SCHEDULER_NAME, ... and its subfolders), and the card, which push_to_hub writes itself.
+NOT_UPLOADED = [
+    "README.md", "optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "rng_state*.pth", "training_args.bin",
+    "trainer_state.json", "checkpoint-*/", "runs/",
+]
+EXAMPLE = "EELBERT is a tiny BERT."
+# The Hub task of each head, keyed by the Auto classes of AUTO_MAP (the one list of heads). Not read from
+# transformers' pipelines: those change between versions (5.25 dropped question-answering), the Hub's tasks do not.
+PIPELINE_TAG_OF = {
+    "AutoModel": "feature-extraction",
+    "AutoModelForMaskedLM": "fill-mask",
+    "AutoModelForSequenceClassification": "text-classification",
+    "AutoModelForTokenClassification": "token-classification",
+    "AutoModelForQuestionAnswering": "question-answering",
+    "AutoModelForMultipleChoice": None,  # the Hub has no multiple-choice task
 }
-def _bert_counterpart_bytes(config) -> tuple[str, int]:
-    """Name and fp32 weight bytes of the BERT with the same encoder and vocabulary size."""
+
+
+def check_hub_reachable(timeout: float = 5.0):
+    """Raise a ConnectionError naming the Hub endpoint unless one connection to it (or to the proxy for it)
+    opens: huggingface_hub and transformers retry for about a minute, then report a bare socket error."""
+    if constants.HF_HUB_OFFLINE:
+        raise ConnectionError(f"HF_HUB_OFFLINE is set, so the Hub at {constants.ENDPOINT} is not used: unset it")
+    url = urlsplit(constants.ENDPOINT)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(url.hostname):
+        url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+    except OSError as error:
+        raise ConnectionError(
+            f"cannot reach the Hub at {constants.ENDPOINT} ({error}): check the network connection, or set "
+            "HF_ENDPOINT to a Hub you can reach (HF_HUB_OFFLINE=1 to use only downloaded files)"
+        ) from None
+
+
+@functools.lru_cache(maxsize=4)
+def _bert_bytes(bert_class: str, bert_config: str) -> int:
+    return weights_bytes(getattr(transformers, bert_class)(BertConfig.from_dict(json.loads(bert_config))))
+
+
+def _bert_counterpart(config, architecture: str) -> tuple[str, str, int]:
+    """Name, class and fp32 weight bytes of the BERT with the same encoder, head and vocabulary size (as in the
+    size table: `eelbert size`)."""
     if config.preset in BASELINE_OF:
         name = BASELINE_OF[config.preset]
         bert = baseline_config(name, vocab_size=config.vocab_size)
@@ -29,11 +70,9 @@ def _bert_counterpart_bytes(config) -> tuple[str, int]:
                           num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
                           intermediate_size=config.intermediate_size, max_position_embeddings=config.max_position_embeddings,
                           type_vocab_size=config.type_vocab_size)
-    h, layers, ffn = bert.hidden_size, bert.num_hidden_layers, bert.intermediate_size
-    embeddings = (bert.vocab_size + bert.max_position_embeddings + bert.type_vocab_size) * h + 2 * h
-    layer = 4 * (h * h + h) + 2 * h * ffn + ffn + h + 4 * h
-    pooler = h * h + h
-    return name, 4 * (embeddings + layers * layer + pooler)
+    bert.num_labels = config.num_labels  # the classification heads' size
+    bert_class = bert_class_of(architecture).__name__
+    return name, bert_class, _bert_bytes(bert_class, bert.to_json_string())
 
 
 def _eval_results(results: dict) -> list[EvalResult]:
@@ -53,27 +92,101 @@ def _eval_results(results: dict) -> list[EvalResult]:
         ) from None
 
 
+def _weights_file(folder: Path) -> str:
+    """Which artifact a checkpoint folder is, by its weights file (see eelbert.artifacts)."""
+    for name in ("model.safetensors", INT8_WEIGHTS, ONNX_GRAPH):
+        if (folder / name).is_file():
+            return name
+    raise FileNotFoundError(f"{folder} has no weights: no model.safetensors, {INT8_WEIGHTS} or {ONNX_GRAPH}")
+
+
+def _example_batch(auto_class: str) -> list[str]:
+    """Code that tokenizes an example `batch` for the model (multiple choice: one question with two choices)."""
+    if auto_class == "AutoModelForMultipleChoice":
+        return [f'batch = tokenizer(["{EXAMPLE}"] * 2, ["It fits on a phone.", "It needs a server."], return_tensors="pt")',
+                "batch = {name: ids.unsqueeze(0) for name, ids in batch.items()}  # [questions, choices, tokens]"]
+    return [f'batch = tokenizer(["{EXAMPLE}"], return_tensors="pt")']
+
+
+def _usage(weights: str, repo_id: str, auto_class: str, architecture: str, pin: str) -> list[str]:
+    """The card's usage snippet for the artifact: from_pretrained for safetensors weights (any dtype),
+    eelbert.artifacts for int8 and ONNX, which transformers cannot load."""
+    if weights == INT8_WEIGHTS:
+        return [
+            "```python",
+            "from huggingface_hub import snapshot_download",
+            "from transformers import AutoTokenizer",
+            "",
+            "from eelbert.artifacts import load_int8  # needs the eelbert package",
+            "",
+            f'folder = snapshot_download("{repo_id}"{pin})',
+            "tokenizer = AutoTokenizer.from_pretrained(folder)",
+            f"model = load_int8(folder)  # {architecture} with float weights rebuilt from the int8 ones",
+            *_example_batch(auto_class),
+            "outputs = model(**batch)",
+            "```",
+            "",
+            f"The weights are int8 with one fp32 scale per row (`{INT8_WEIGHTS}`); `load_int8` rebuilds a float model.",
+        ]
+    if weights == ONNX_GRAPH:
+        return [
+            "```python",
+            "import onnxruntime",
+            "from huggingface_hub import snapshot_download",
+            "from transformers import AutoConfig, AutoTokenizer",
+            "",
+            "from eelbert.artifacts import embed_for_onnx  # needs the eelbert package",
+            "",
+            f'folder = snapshot_download("{repo_id}"{pin})',
+            "tokenizer = AutoTokenizer.from_pretrained(folder)",
+            "config = AutoConfig.from_pretrained(folder)",
+            f'session = onnxruntime.InferenceSession(f"{{folder}}/{ONNX_GRAPH}")',
+            f'batch = tokenizer(["{EXAMPLE}"], return_tensors="pt")',
+            "outputs = session.run(None, {",
+            '    "inputs_embeds": embed_for_onnx(batch["input_ids"], config).numpy(),',
+            '    "attention_mask": batch["attention_mask"].numpy(),',
+            '    "token_type_ids": batch["token_type_ids"].numpy(),',
+            "})",
+            "```",
+            "",
+            f"The graph ({architecture}) runs on `inputs_embeds`, so it holds no vocabulary-sized table: `embed_for_onnx`",
+            "computes the hash embeddings of the token ids first. Its one output is the model's first output.",
+        ]
+    return [
+        "```python",
+        f"from transformers import AutoTokenizer, {auto_class}",
+        "",
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True{pin})',
+        f'model = {auto_class}.from_pretrained("{repo_id}", trust_remote_code=True{pin})',
+        *_example_batch(auto_class),
+        "outputs = model(**batch)",
+        "```",
+        "",
+        "`trust_remote_code=True` runs the three `*_eelbert.py` files of this repository (torch + transformers only);",
+        "pinning `revision` to a commit you have read keeps that code from changing under you. With the `eelbert`",
+        "package installed (`import eelbert`) no remote code is needed.",
+    ]
+
+
 def model_card(folder, repo_id: str, revision: str | None = None, results: dict | None = None, license: str = "apache-2.0") -> str:
-    """The README.md of a saved EELBERT checkpoint: YAML front matter, usage pinned to `revision`, sizes,
-    training notes."""
+    """The README.md of a saved EELBERT checkpoint (safetensors in any dtype, int8 or ONNX, see eelbert.artifacts):
+    YAML front matter, usage pinned to `revision`, sizes, training notes."""
     folder = Path(folder)
-    config = AutoConfig.from_pretrained(folder)
+    config = checkpoint_config(folder)
+    weights = _weights_file(folder)
     architecture = (config.architectures or ["EelbertModel"])[0]
     auto_class = auto_class_name(config)
-    weights = folder / "model.safetensors"
-    file_bytes = weights.stat().st_size if weights.exists() else None
-    bert_name, bert_bytes = _bert_counterpart_bytes(config)
+    bert_name, bert_class, bert_bytes = _bert_counterpart(config, architecture)
     card_data = ModelCardData(
         library_name="transformers",
         license=license,
-        tags=["eelbert", "bert", "hash-embeddings", "tiny-model"],
-        pipeline_tag=PIPELINE_TAGS[architecture],
+        tags=["eelbert", "bert", "hash-embeddings", "tiny-model"] + (["onnx"] if weights == ONNX_GRAPH else []),
+        pipeline_tag=PIPELINE_TAG_OF[auto_class],
         model_name=repo_id.split("/")[-1],
         datasets=[results["dataset"]["type"]] if results else None,
         eval_results=_eval_results(results) if results else None,
     )
     pin = f', revision="{revision}"' if revision else ""
-    size_rows = f"| this checkpoint ({architecture}) | {file_bytes:,} B |\n" if file_bytes else ""
     lines = [
         "---",
         card_data.to_yaml(),
@@ -87,22 +200,14 @@ def model_card(folder, repo_id: str, revision: str | None = None, results: dict 
         "",
         "## Usage",
         "",
-        "```python",
-        f"from transformers import AutoTokenizer, {auto_class}",
-        "",
-        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}"{pin})',
-        f'model = {auto_class}.from_pretrained("{repo_id}", trust_remote_code=True{pin})',
-        "```",
-        "",
-        "`trust_remote_code=True` runs the three `*_eelbert.py` files of this repository (torch + transformers only);",
-        "pinning `revision` to a commit you have read keeps that code from changing under you. With the `eelbert`",
-        "package installed (`import eelbert`) no remote code is needed.",
+        *_usage(weights, repo_id, auto_class, architecture, pin),
         "",
         "## Size",
         "",
-        "| model | model.safetensors (fp32) |",
-        "| --- | ---: |",
-        size_rows + f"| {bert_name} | {bert_bytes:,} B |",
+        "| model | weights file | bytes |",
+        "| --- | --- | ---: |",
+        f"| this checkpoint ({architecture}) | {weights} | {weights_bytes(folder):,} |",
+        f"| {bert_name} ({bert_class}, fp32) | model.safetensors | {bert_bytes:,} |",
         "",
         f"Encoder: {config.num_hidden_layers} layer(s), hidden size {config.hidden_size}, {config.num_attention_heads} heads, "
         f"FFN {config.intermediate_size}; hash embedding of size {config.embedding_size} from character n-grams of orders "
@@ -118,13 +223,16 @@ def model_card(folder, repo_id: str, revision: str | None = None, results: dict 
     if results:
         lines += ["## Evaluation", "", "| task | metric | value |", "| --- | --- | ---: |"]
         lines += [f"| {r['task']} | {r['metric']} | {r['value']} |" for r in results["results"]] + [""]
-    return "\n".join(lines)
+    card = "\n".join(lines)
+    ModelCard(card)  # parses the front matter: a malformed card is an error here, not on the Hub
+    return card
 
 
 def push_to_hub(checkpoint, repo_id: str, results: dict | str | None = None, private: bool = False,
                 license: str = "apache-2.0", token: str | None = None) -> str:
-    """Upload a saved checkpoint folder (weights, config, modeling files, tokenizer) to `repo_id`, then a model
-    card whose usage pins the commit of those files. Returns the commit sha of the model files."""
+    """Upload a saved checkpoint folder (weights, config, modeling files, tokenizer; not a Trainer's training
+    state) to `repo_id`, then a model card whose usage pins the commit of those files. Returns the commit sha of
+    the model files. The card is built before anything is created on the Hub, so a bad folder leaves no trace."""
     checkpoint = Path(checkpoint)
     if not (checkpoint / "config.json").is_file():
         raise FileNotFoundError(f"{checkpoint} is not a saved checkpoint (no config.json)")
@@ -132,13 +240,12 @@ def push_to_hub(checkpoint, repo_id: str, results: dict | str | None = None, pri
         raise FileNotFoundError(f"{checkpoint} has no tokenizer: save it there first (tokenizer.save_pretrained)")
     if isinstance(results, str):
         results = json.loads(Path(results).read_text())
+    model_card(checkpoint, repo_id, revision="0" * 40, results=results, license=license)  # raises before any upload
+    check_hub_reachable()
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     files = api.upload_folder(repo_id=repo_id, folder_path=checkpoint, commit_message="Upload EELBERT checkpoint",
-                              ignore_patterns=["README.md"])
+                              ignore_patterns=NOT_UPLOADED)
     card = model_card(checkpoint, repo_id, revision=files.oid, results=results, license=license)
-    with tempfile.TemporaryDirectory() as tmp:
-        readme = Path(tmp) / "README.md"
-        readme.write_text(card)
-        api.upload_file(path_or_fileobj=readme, path_in_repo="README.md", repo_id=repo_id, commit_message="Add model card")
+    api.upload_file(path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id=repo_id, commit_message="Add model card")
     return files.oid

@@ -1,21 +1,43 @@
-"""Size accounting: parameters and `model.safetensors` bytes of EELBERT presets against their BERT baselines."""
+"""Size accounting: parameters and weight-file bytes of EELBERT models against their BERT baselines.
+
+`weights_bytes` is the one count of a checkpoint's bytes: the size table, the model card and the command line
+all use it."""
 
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import transformers
 
-from .modeling.modeling_eelbert import EelbertForMaskedLM, EelbertModel
+from .heads import HEADS
+from .modeling import modeling_eelbert
 from .presets import BASELINE_OF, EELBERT_PRESETS, baseline_config, preset_config
 
 BERT_UNCASED_VOCAB_SIZE = 30522
+WEIGHT_FILES = ("*.safetensors", "*.onnx")  # fp32/fp16/bf16 and int8 checkpoints, ONNX graphs
+
+
+def weights_bytes(model_or_folder) -> int:
+    """Bytes of the weight files of a checkpoint folder (what a download stores), or of the folder that
+    `model.save_pretrained` writes for a model."""
+    if isinstance(model_or_folder, torch.nn.Module):
+        with tempfile.TemporaryDirectory() as folder:
+            model_or_folder.save_pretrained(folder)
+            return weights_bytes(folder)
+    folder = Path(model_or_folder)
+    return sum(file.stat().st_size for pattern in WEIGHT_FILES for file in folder.glob(pattern))
+
+
+def bert_class_of(eelbert_class_name: str) -> type:
+    """The BERT model class with the same head (EelbertForMaskedLM -> BertForMaskedLM)."""
+    return getattr(transformers, eelbert_class_name.replace("Eelbert", "Bert", 1))
 
 
 @dataclass
 class SizeRow:
     preset: str
-    head: str  # "encoder" (AutoModel) or "masked-lm"
+    head: str  # as on the command line: "encoder" (AutoModel), "masked-lm", ...
     parameters: int
     file_bytes: int
     baseline: str
@@ -29,30 +51,28 @@ class SizeRow:
 
 
 def saved_size(model: torch.nn.Module) -> tuple[int, int]:
-    """(parameters, bytes of model.safetensors) of a model saved with save_pretrained."""
-    with tempfile.TemporaryDirectory() as folder:
-        model.save_pretrained(folder)
-        return sum(p.numel() for p in model.parameters()), (Path(folder) / "model.safetensors").stat().st_size
+    """(parameters, weights_bytes) of a model."""
+    return sum(p.numel() for p in model.parameters()), weights_bytes(model)
 
 
 def size_report(presets=EELBERT_PRESETS, tokenizer=None, heads=("encoder", "masked-lm")) -> list[SizeRow]:
     """Build each preset and its BERT baseline with the same vocabulary, save both, and compare.
     Without a tokenizer the vocabulary is 30,522 placeholder strings (bert-base-uncased's size): the
     sizes depend on the number of tokens, not on their strings."""
-    from transformers import BertForMaskedLM, BertModel  # here: importing BERT's modeling slows `import eelbert`
-
     if tokenizer is None:
         vocab_args = dict(vocab=[f"token{i}" for i in range(BERT_UNCASED_VOCAB_SIZE)])
         vocab_size = BERT_UNCASED_VOCAB_SIZE
     else:
         vocab_args, vocab_size = {}, len(tokenizer)
-    classes = {"encoder": (EelbertModel, BertModel), "masked-lm": (EelbertForMaskedLM, BertForMaskedLM)}
+    unknown = sorted(set(heads) - set(HEADS))
+    if unknown:
+        raise ValueError(f"unknown heads {unknown}: known heads are {sorted(HEADS)}")
     rows = []
     for preset in presets:
         config = preset_config(preset, tokenizer=tokenizer, **vocab_args)
         bert_config = baseline_config(BASELINE_OF[preset], vocab_size=vocab_size)
         for head in heads:
-            eelbert_class, bert_class = classes[head]
+            eelbert_class, bert_class = getattr(modeling_eelbert, HEADS[head]), bert_class_of(HEADS[head])
             parameters, file_bytes = saved_size(eelbert_class(config))
             baseline_parameters, baseline_bytes = saved_size(bert_class(bert_config))
             rows.append(

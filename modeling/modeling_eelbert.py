@@ -317,6 +317,12 @@ class EelbertPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["EelbertEmbeddings", "EelbertLayer"]
     _tied_weights_keys = None
 
+    def __init__(self, config, *inputs, **kwargs):
+        super().__init__(config, *inputs, **kwargs)
+        # The tags transformers' push_to_hub and Trainer put in the model card; a list per model, since
+        # add_model_tags and push_to_hub(tags=...) append to it.
+        self.model_tags = ["eelbert"]
+
     @torch.no_grad()
     def _init_weights(self, module):
         std = self.config.initializer_range
@@ -746,14 +752,4 @@ EelbertConfig.register_for_auto_class()
 for _class_name, _auto_class in AUTO_CLASS_OF.items():
     globals()[_class_name].register_for_auto_class(_auto_class)
 
-__all__ = [
-    "hash_embed",
-    "hash_embed_ids",
-    "EelbertForMaskedLM",
-    "EelbertForMultipleChoice",
-    "EelbertForQuestionAnswering",
-    "EelbertForSequenceClassification",
-    "EelbertForTokenClassification",
-    "EelbertModel",
-    "EelbertPreTrainedModel",
-]
+__all__ = ["hash_embed", "hash_embed_ids", "EelbertPreTrainedModel", *AUTO_CLASS_OF]

@@ -9,15 +9,9 @@ from helpers import WITHOUT_EELBERT, run_python
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
 import eelbert
+from eelbert.modeling.configuration_eelbert import AUTO_CLASS_OF
 
-HEADS = {
-    "AutoModel": eelbert.EelbertModel,
-    "AutoModelForMaskedLM": eelbert.EelbertForMaskedLM,
-    "AutoModelForSequenceClassification": eelbert.EelbertForSequenceClassification,
-    "AutoModelForTokenClassification": eelbert.EelbertForTokenClassification,
-    "AutoModelForQuestionAnswering": eelbert.EelbertForQuestionAnswering,
-    "AutoModelForMultipleChoice": eelbert.EelbertForMultipleChoice,
-}
+HEADS = {auto_class: getattr(eelbert, class_name) for class_name, auto_class in AUTO_CLASS_OF.items()}  # Auto class -> model class
 BUNDLE = {"configuration_eelbert.py", "modeling_eelbert.py", "hashing_eelbert.py"}
 MAX_UNO_BYTES = 1_200_000
 

@@ -1,6 +1,7 @@
 """Shipping: Hub publishing with a model card, smaller artifacts, ONNX, BERT conversion, the command line."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -71,7 +72,7 @@ print(json.dumps([first, second]))
     assert result["dataset"]["type"] == "glue" and result["dataset"]["config"] == "sst2"
     assert result["metrics"][0]["type"] == "accuracy" and result["metrics"][0]["value"] == 81.2
     assert f'revision="{pushed[0]}"' in first_card and "trust_remote_code=True" in first_card
-    assert "| bert-tiny |" in first_card and "Pretrained briefly for a test." in first_card
+    assert "| bert-tiny (BertForMaskedLM, fp32) |" in first_card and "Pretrained briefly for a test." in first_card
 
     assert pushed[1] != pushed[0]
     assert _load_from_hub(hub, tmp_path, "user/uno", pushed[0], _batch(tokenizer), first)  # the first revision
@@ -90,7 +91,9 @@ model.push_to_hub("user/plain")
 AutoTokenizer.from_pretrained({str(tmp_path / "model")!r}).push_to_hub("user/plain")
 print(json.dumps("ok"))
 """, tmp_path / "home-push")
-    assert {"modeling_eelbert.py", "hashing_eelbert.py", "model.safetensors"} <= set(hub.files("user/plain"))
+    files = hub.files("user/plain")
+    assert {"modeling_eelbert.py", "hashing_eelbert.py", "model.safetensors"} <= set(files)
+    assert "eelbert" in yaml.safe_load(files["README.md"].decode().split("---")[1])["tags"]  # transformers' own card
     assert _load_from_hub(hub, tmp_path, "user/plain", "main", _batch(tokenizer), expected)
 
 
@@ -240,3 +243,99 @@ def test_command_line_push_to_the_hub(hub, tokenizer_path, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("pushed ") and hub.commits("user/cli")[1] in result.stdout
     assert "README.md" in hub.files("user/cli") and "model.safetensors" in hub.files("user/cli")
+
+
+# --- publishing: what push_to_hub uploads, and what its card's usage code does --------------------------------------
+
+def _push(hub, folder, repo, hf_home, **env):
+    """eelbert.hub.push_to_hub in a fresh process: ["ok", sha] or ["error", type, message]."""
+    return run_client(hub, f"""
+import json
+from eelbert.hub import push_to_hub
+try:
+    print(json.dumps(["ok", push_to_hub({str(folder)!r}, {repo!r})]))
+except Exception as error:
+    print(json.dumps(["error", type(error).__name__, str(error)]))
+""", hf_home, **env)
+
+
+def test_push_of_a_plain_bert_folder_fails_before_anything_reaches_the_hub(hub, tokenizer, tmp_path):
+    _tiny_bert(tokenizer, tmp_path / "bert")
+    out = _push(hub, tmp_path / "bert", "user/bert", tmp_path / "home")
+    assert out == ["error", "ValueError", f"{tmp_path / 'bert'} is a bert checkpoint, not EELBERT (see `eelbert convert`)"]
+    assert hub.repos == {} and hub.requests == []  # no repository, not even an empty one
+
+
+def test_push_of_a_trainer_checkpoint_uploads_the_model_not_the_training_state(hub, uno_config, tokenizer, tmp_path):
+    from transformers.trainer import (OPTIMIZER_NAME, OPTIMIZER_NAME_BIN, SCALER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME,
+                                      TRAINING_ARGS_NAME)
+
+    folder = tmp_path / "checkpoint-500"
+    _save_mlm(uno_config, tokenizer, folder)
+    model_files = {f.name for f in folder.iterdir()}
+    training_state = [OPTIMIZER_NAME, OPTIMIZER_NAME_BIN, SCALER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME, TRAINING_ARGS_NAME,
+                      "rng_state.pth", "rng_state_1.pth"]  # what Trainer._save_checkpoint writes beside the model
+    for name in training_state:
+        (folder / name).write_bytes(b"training state")
+    (folder / "runs").mkdir()
+    (folder / "runs" / "events.out.tfevents").write_bytes(b"logs")
+    out = _push(hub, folder, "user/trained", tmp_path / "home")
+    assert out[0] == "ok", out
+    assert set(hub.files("user/trained")) == model_files | {"README.md", ".gitattributes"}
+
+
+def _card_snippet(card: str) -> str:
+    return card.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("artifact", ["fp16", "int8", "onnx"])
+def test_the_cards_usage_code_loads_and_runs_each_artifact(artifact, hub, uno_config, tokenizer, tmp_path):
+    folder = tmp_path / artifact
+    torch.manual_seed(0)
+    model = eelbert.EelbertForSequenceClassification(uno_config).eval()
+    batch = dict(tokenizer(["EELBERT is a tiny BERT."], return_tensors="pt"))
+    if artifact == "fp16":
+        model.half().save_pretrained(folder)
+        reference = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    elif artifact == "int8":
+        save_int8(model, folder)
+        reference = load_int8(folder)
+    else:
+        export_onnx(model, folder)
+        reference = model
+    tokenizer.save_pretrained(folder)
+    with torch.no_grad():
+        expected = reference(**batch).logits.float()
+
+    sha = _push(hub, folder, f"user/{artifact}", tmp_path / "home-push")[1]
+    card = hub.files(f"user/{artifact}")["README.md"].decode()
+    snippet = _card_snippet(card)
+    assert f'revision="{sha}"' in snippet
+    code = (WITHOUT_EELBERT if artifact == "fp16" else "") + snippet + """
+import json, torch
+first = outputs[0]
+print(json.dumps(torch.as_tensor(first).float().tolist()))
+"""
+    got = torch.tensor(run_client(hub, code, tmp_path / "home-use"))
+    assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_push_without_the_hub_is_one_line_naming_the_endpoint(uno_config, tokenizer, tmp_path):
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{free.getsockname()[1]}"  # closed once the block ends: connections are refused
+    _save_mlm(uno_config, tokenizer, tmp_path / "uno")
+    result = subprocess.run([sys.executable, "-m", "eelbert.cli", "push", str(tmp_path / "uno"), "user/x"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_test"})
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"eelbert push: error: cannot reach the Hub at {endpoint} (")
+
+
+def test_every_model_carries_its_own_eelbert_tag(small_config):
+    model, other = eelbert.EelbertForMaskedLM(small_config), eelbert.EelbertModel(small_config)
+    assert model.model_tags == other.model_tags == ["eelbert"]
+    model.add_model_tags(["mine"])
+    assert model.model_tags == ["eelbert", "mine"] and other.model_tags == ["eelbert"]
