@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import PreTrainedConfig
 
-from .hashing_eelbert import HASH_FUNCTIONS, HASH_VERSION, SUPPORTED_HASH_VERSIONS
+from .hashing_eelbert import HASH_VERSION, check_hash_settings
 
 
 # Every Auto class a checkpoint loads with. save_pretrained only writes the entries of the config and the
@@ -186,7 +186,7 @@ class EelbertConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size", "embedding_size", "max_ngram_order"):
+                     "max_position_embeddings", "type_vocab_size"):
             positive(name)
         if self.vocab_size is not None:
             positive("vocab_size")
@@ -197,21 +197,8 @@ class EelbertConfig(PreTrainedConfig):
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        orders = self.max_ngram_order * (self.max_ngram_order + 1) // 2
-        if self.embedding_size < orders:
-            raise ValueError(
-                f"embedding_size ({self.embedding_size}) cannot be partitioned among n-gram orders 1..{self.max_ngram_order}: "
-                f"it must be at least {orders} (= N(N+1)/2) so that every order gets a dimension"
-            )
-        if self.hash_function not in HASH_FUNCTIONS:
-            raise ValueError(f"hash_function must be one of {HASH_FUNCTIONS}, got {self.hash_function!r}")
-        if self.hash_version not in SUPPORTED_HASH_VERSIONS:
-            raise ValueError(
-                f"hash_version={self.hash_version} is not known to this code (it knows {SUPPORTED_HASH_VERSIONS}); "
-                "the checkpoint was made by a newer EELBERT: update its modeling files or the eelbert package"
-            )
-        if not isinstance(self.hash_seed, int) or not 0 <= self.hash_seed < 2**32:
-            raise ValueError(f"hash_seed must be an integer in [0, 2**32), got {self.hash_seed!r}")
+        check_hash_settings(embedding_size=self.embedding_size, max_ngram_order=self.max_ngram_order,
+                            hash_function=self.hash_function, hash_seed=self.hash_seed, hash_version=self.hash_version)
         if self.mlm_decoder not in MLM_DECODERS:
             raise ValueError(f"mlm_decoder must be one of {MLM_DECODERS}, got {self.mlm_decoder!r}")
         if not isinstance(self.sparse_prediction, bool):
