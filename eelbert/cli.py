@@ -177,7 +177,8 @@ def _push(args):
 
 def _info(args):
     folder = Path(args.checkpoint)
-    config = _eelbert_config(folder)
+    config = _eelbert_config(folder)  # refuses hand-edited embedding fields (embedding_fingerprint)
+    config.check_tokenizer(folder)
     info = {
         "architecture": (config.architectures or ["?"])[0],
         "preset": config.preset,
