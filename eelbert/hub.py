@@ -90,7 +90,8 @@ def model_card(folder, repo_id: str, revision: str | None = None, results: dict 
         "```python",
         f"from transformers import AutoTokenizer, {auto_class}",
         "",
-        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}"{pin})',
+        # AutoTokenizer reads config.json first, and without trust_remote_code it stops at a 15 s [y/N] prompt.
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True{pin})',
         f'model = {auto_class}.from_pretrained("{repo_id}", trust_remote_code=True{pin})',
         "```",
         "",

@@ -288,3 +288,21 @@ except ValueError as error:
 """
     assert "does not match the model's vocabulary" in run_python(code, cwd=tmp_path)
 
+
+def test_the_model_cards_usage_loads_the_tokenizer_without_a_prompt(uno_config, tokenizer, tmp_path):
+    """AutoTokenizer reads config.json (through AutoConfig) before tokenizer_config.json, and without
+    trust_remote_code a config naming remote code makes it ask [y/N] on stdin, waiting 15 s in a terminal."""
+    from eelbert.hub import model_card
+
+    folder = _save(eelbert.EelbertForMaskedLM(uno_config), tokenizer, tmp_path / "mlm")
+    usage = model_card(folder, str(folder)).split("## Usage", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    code = WITHOUT_EELBERT + f"""
+import builtins
+prompts = []
+builtins.input = lambda prompt="": prompts.append(prompt) or "n"  # what transformers asks on stdin
+{usage}
+assert type(tokenizer).__module__.startswith("transformers.models.bert"), type(tokenizer)
+assert not prompts, prompts
+print("no prompt", len(tokenizer))
+"""
+    assert "no prompt 30522" in run_python(code, {"TRANSFORMERS_OFFLINE": "1"}, cwd=tmp_path)
