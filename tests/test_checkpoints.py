@@ -304,5 +304,8 @@ builtins.input = lambda prompt="": prompts.append(prompt) or "n"  # what transfo
 assert type(tokenizer).__module__.startswith("transformers.models.bert"), type(tokenizer)
 assert not prompts, prompts
 print("no prompt", len(tokenizer))
+# Without trust_remote_code, answered "n" (as a closed stdin does): tokenizer_config.json still names BERT's class.
+plain = AutoTokenizer.from_pretrained({str(folder)!r})
+assert prompts and type(plain) is type(tokenizer), type(plain)
 """
     assert "no prompt 30522" in run_python(code, {"TRANSFORMERS_OFFLINE": "1"}, cwd=tmp_path)
