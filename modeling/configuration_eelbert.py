@@ -269,10 +269,10 @@ class EelbertConfig(PreTrainedConfig):
         for name, digest in self.embedding_fingerprint().items():
             if saved.get(name, digest) != digest:
                 raise ValueError(
-                    f"config.json's {name} is not the one this checkpoint was saved with (its embedding_fingerprint "
-                    f"differs): the weights were trained against the embedding the saved {name} gives, so this model "
-                    "would silently give other outputs. Restore config.json (or delete its embedding_fingerprint "
-                    "entry to accept the change)"
+                    f"{name} is not the one this config was saved with (its embedding_fingerprint differs; was "
+                    f"config.json edited by hand?): the weights were trained against the embedding the saved {name} "
+                    "gives, so the model would silently give other outputs. Restore it, or delete embedding_fingerprint "
+                    "to accept the change"
                 )
 
     def check_tokenizer(self, tokenizer):
