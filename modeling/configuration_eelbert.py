@@ -259,7 +259,7 @@ class EelbertConfig(PreTrainedConfig):
         fingerprint = {}
         for name in EMBEDDING_FIELDS:
             value = getattr(self, name)
-            text = TOKEN_SEPARATOR.join(value) if isinstance(value, tuple) else json.dumps(value)
+            text = TOKEN_SEPARATOR.join(value) if isinstance(value, (tuple, list)) else json.dumps(value)
             fingerprint[name] = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         return fingerprint
 

@@ -96,3 +96,12 @@ def test_vocabulary_round_trips_through_config_json(tmp_path):
     assert list(loaded.vocab) == tokens and list(loaded.special_tokens) == ["[PAD]"] and loaded.vocab_size == 9
     with pytest.raises(ValueError, match="NUL"):
         eelbert.EelbertConfig(vocab=["a\x00b"], hidden_size=32, num_attention_heads=2)
+
+
+def test_embedding_fields_assigned_as_plain_lists_save_and_reload(tmp_path):
+    """The fingerprint of a vocabulary does not depend on whether it is held as a list or a tuple."""
+    config = eelbert.EelbertConfig(vocab=TOKENS, hidden_size=32, num_attention_heads=2)
+    config.vocab, config.special_tokens = ["[PAD]", "[CLS]", "bye", "##ing"], ["[PAD]", "[CLS]"]
+    config.save_pretrained(tmp_path)
+    loaded = eelbert.EelbertConfig.from_pretrained(tmp_path)
+    assert list(loaded.vocab) == ["[PAD]", "[CLS]", "bye", "##ing"] and list(loaded.special_tokens) == ["[PAD]", "[CLS]"]
