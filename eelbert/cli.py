@@ -193,7 +193,8 @@ def _info(args):
     from .artifacts import checkpoint_config
 
     folder = Path(args.checkpoint)
-    config = checkpoint_config(folder)
+    config = checkpoint_config(folder)  # refuses hand-edited embedding fields (embedding_fingerprint)
+    config.check_tokenizer(folder)
     info = {
         "architecture": (config.architectures or ["?"])[0],
         "preset": config.preset,

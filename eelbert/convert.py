@@ -3,6 +3,7 @@ bind the tokenizer's vocabulary. The result is ready for continued (masked-LM) p
 the encoder learns to read hash embeddings instead of the learned ones it was trained with."""
 
 import re
+from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer, BertConfig, BertForPreTraining
 
@@ -33,6 +34,10 @@ RENAMES = [
 ]
 
 
+# A folder holds a tokenizer if it has one of these (tokenizer_config.json alone makes a 5-token tokenizer).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+
+
 def _rename(key: str) -> str | None:
     for pattern, replacement in RENAMES:
         if re.search(pattern, key):
@@ -53,8 +58,18 @@ def convert_bert(source, tokenizer=None, **config_overrides):
     if architecture not in CONVERTIBLE:
         raise ValueError(f"{source} is a {architecture}; convertible BERT classes: {sorted(CONVERTIBLE)}")
     bert_class, eelbert_class = CONVERTIBLE[architecture]
-    if tokenizer is None or isinstance(tokenizer, str):
+    if tokenizer is None and Path(source).is_dir() and not any((Path(source) / f).is_file() for f in TOKENIZER_FILES):
+        raise ValueError(
+            f"{source} has no tokenizer ({' or '.join(TOKENIZER_FILES)}): pass the tokenizer this BERT was trained "
+            "with (--tokenizer FOLDER_OR_HUB_ID)"
+        )
+    if tokenizer is None or isinstance(tokenizer, (str, Path)):
         tokenizer = AutoTokenizer.from_pretrained(tokenizer or source)
+    if len(tokenizer) != bert_config.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer):,} tokens but {source} was trained with vocab_size "
+            f"{bert_config.vocab_size:,}: pass the tokenizer this BERT was trained with (--tokenizer FOLDER_OR_HUB_ID)"
+        )
     fields = {name: getattr(bert_config, name) for name in BERT_FIELDS if hasattr(bert_config, name)}
     config = EelbertConfig.from_tokenizer(tokenizer, embedding_size=bert_config.hidden_size, **fields, **config_overrides)
 
@@ -66,11 +81,6 @@ def convert_bert(source, tokenizer=None, **config_overrides):
         if new_key is not None:
             state[new_key] = value
     model = eelbert_class(config)
-    if "cls.predictions.bias" in state:  # BERT's bias covers its vocab_size rows; keep those of our vocabulary
-        bias = model.cls.predictions.bias.detach().clone()
-        rows = min(len(bias), len(state["cls.predictions.bias"]))
-        bias[:rows] = state["cls.predictions.bias"][:rows]
-        state["cls.predictions.bias"] = bias
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or missing:
         raise ValueError(f"cannot map the BERT weights onto {eelbert_class.__name__}: missing {missing}, unexpected {unexpected}")

@@ -156,6 +156,7 @@ def _usage(weights: str, repo_id: str, auto_class: str, architecture: str, pin: 
         "```python",
         f"from transformers import AutoTokenizer, {auto_class}",
         "",
+        # AutoTokenizer reads config.json first, and without trust_remote_code it stops at a 15 s [y/N] prompt.
         f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True{pin})',
         f'model = {auto_class}.from_pretrained("{repo_id}", trust_remote_code=True{pin})',
         *_example_batch(auto_class),

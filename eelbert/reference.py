@@ -7,12 +7,13 @@ It is slow (a Python loop per n-gram and dimension) and exists to check the vect
 import mmh3
 import torch
 
-from .modeling.hashing_eelbert import ROLLING_HASH_BASE, SIGNATURE_MODULUS as B, mark_token, order_dimensions
+from .modeling.hashing_eelbert import HASH_VERSION, ROLLING_HASH_BASE, SIGNATURE_MODULUS as B, check_hash_settings, mark_token, order_dimensions
 
 
 def signature(gram: str, hash_function: str, seed: int) -> int:
     if hash_function == "murmur3":
         return mmh3.hash(gram, seed, signed=False) % B
+    assert hash_function == "rolling", hash_function  # check_hash_settings rejects anything else
     h = seed % B
     for c in gram:
         h = (h * ROLLING_HASH_BASE + ord(c)) % B
@@ -36,7 +37,10 @@ def reference_embedding(
     hash_seed: int = 0,
     special_tokens=(),
     continuing_subword_prefix: str | None = "##",
+    hash_version: int = HASH_VERSION,
 ) -> torch.Tensor:
+    check_hash_settings(embedding_size=embedding_size, max_ngram_order=max_ngram_order, hash_function=hash_function,
+                        hash_seed=hash_seed, hash_version=hash_version)
     if token in special_tokens:
         sig = signature(token, hash_function, hash_seed)
         values = [centered(sig, k) / (B / 2) for k in range(embedding_size)]

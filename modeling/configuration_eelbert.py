@@ -1,10 +1,14 @@
 """EELBERT model configuration: BERT's encoder fields plus the dynamic-embedding (hash) fields."""
 
+import hashlib
+import json
+import os
 import re
+from pathlib import Path
 
 from transformers import PreTrainedConfig
 
-from .hashing_eelbert import HASH_FUNCTIONS, HASH_VERSION, SUPPORTED_HASH_VERSIONS
+from .hashing_eelbert import HASH_VERSION, check_hash_settings
 
 
 # Every Auto class a checkpoint loads with. save_pretrained only writes the entries of the config and the
@@ -35,6 +39,12 @@ _UNUSED_TOKEN = re.compile(r"\[unused\d+\]")
 # token): one JSON string parses and copies far faster than tens of thousands of list items.
 TOKEN_SEPARATOR = "\x00"
 
+# The fields that define the word embedding: the weights were trained against the table they give. A saved
+# config.json carries a digest of each (`embedding_fingerprint`), so that a hand edit of one of them, which would
+# load silently and give other outputs, is a clear error naming the field.
+EMBEDDING_FIELDS = ("vocab", "special_tokens", "continuing_subword_prefix", "embedding_size", "max_ngram_order",
+                    "hash_function", "hash_seed", "hash_version")
+
 
 class Tokens(tuple):
     """An immutable list of token strings that deep-copies as itself: transformers deep-copies a config
@@ -63,6 +73,24 @@ def vocabulary_of(tokenizer) -> tuple[list[str], list[str], str | None]:
     elif hasattr(tokenizer, "wordpiece_tokenizer"):
         prefix = "##"
     return tokens, [t for t in tokens if t in special], prefix
+
+
+def saved_tokenizer_vocabulary(folder) -> list[str] | None:
+    """The token of every id of the tokenizer saved in `folder` (its tokenizer.json, read as JSON: building the
+    tokenizer would cost more), or None when the folder holds no tokenizer.json."""
+    path = Path(folder) / "tokenizer.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    vocab = saved.get("model", {}).get("vocab")
+    if isinstance(vocab, dict):  # WordPiece, BPE, WordLevel: token -> id
+        by_id = {i: token for token, i in vocab.items()}
+    elif isinstance(vocab, list):  # Unigram: [token, score] in id order
+        by_id = {i: entry[0] for i, entry in enumerate(vocab)}
+    else:
+        return None
+    by_id.update((added["id"], added["content"]) for added in saved.get("added_tokens", []))
+    return [by_id.get(i) for i in range(max(by_id, default=-1) + 1)]
 
 
 class EelbertConfig(PreTrainedConfig):
@@ -102,6 +130,9 @@ class EelbertConfig(PreTrainedConfig):
             logits of shape [labelled positions, vocab_size]: the same loss, without the vocabulary projection of
             the ~85% unmasked tokens (most of a small model's pretraining compute). As in ModernBERT.
         preset (`str`): the name of the preset the config was made from, if any (informational).
+        embedding_fingerprint (`dict`): written by `save_pretrained`, not set by hand: a digest of each field that
+            defines the word embedding (EMBEDDING_FIELDS). Loading a config.json whose fields no longer match it
+            (a hand edit of `vocab`, `hash_seed`, `special_tokens`, ...) is a ValueError naming the field.
     """
 
     model_type = "eelbert"
@@ -135,6 +166,7 @@ class EelbertConfig(PreTrainedConfig):
         embedding_table="lazy",
         sparse_prediction=False,
         preset=None,
+        embedding_fingerprint=None,
         **kwargs,
     ):
         kwargs.pop("auto_map", None)  # always the complete map below
@@ -172,6 +204,8 @@ class EelbertConfig(PreTrainedConfig):
         self.preset = preset
         self.auto_map = dict(AUTO_MAP)
         self._check()
+        if embedding_fingerprint is not None and self.vocab is not None:
+            self._check_fingerprint(embedding_fingerprint)
 
     def _check(self):
         """Raise a ValueError naming the field for any value a model cannot be built from."""
@@ -182,7 +216,7 @@ class EelbertConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size", "embedding_size", "max_ngram_order"):
+                     "max_position_embeddings", "type_vocab_size"):
             positive(name)
         if self.vocab_size is not None:
             positive("vocab_size")
@@ -193,21 +227,8 @@ class EelbertConfig(PreTrainedConfig):
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        orders = self.max_ngram_order * (self.max_ngram_order + 1) // 2
-        if self.embedding_size < orders:
-            raise ValueError(
-                f"embedding_size ({self.embedding_size}) cannot be partitioned among n-gram orders 1..{self.max_ngram_order}: "
-                f"it must be at least {orders} (= N(N+1)/2) so that every order gets a dimension"
-            )
-        if self.hash_function not in HASH_FUNCTIONS:
-            raise ValueError(f"hash_function must be one of {HASH_FUNCTIONS}, got {self.hash_function!r}")
-        if self.hash_version not in SUPPORTED_HASH_VERSIONS:
-            raise ValueError(
-                f"hash_version={self.hash_version} is not known to this code (it knows {SUPPORTED_HASH_VERSIONS}); "
-                "the checkpoint was made by a newer EELBERT: update its modeling files or the eelbert package"
-            )
-        if not isinstance(self.hash_seed, int) or not 0 <= self.hash_seed < 2**32:
-            raise ValueError(f"hash_seed must be an integer in [0, 2**32), got {self.hash_seed!r}")
+        check_hash_settings(embedding_size=self.embedding_size, max_ngram_order=self.max_ngram_order,
+                            hash_function=self.hash_function, hash_seed=self.hash_seed, hash_version=self.hash_version)
         if self.mlm_decoder not in MLM_DECODERS:
             raise ValueError(f"mlm_decoder must be one of {MLM_DECODERS}, got {self.mlm_decoder!r}")
         if not isinstance(self.sparse_prediction, bool):
@@ -230,6 +251,50 @@ class EelbertConfig(PreTrainedConfig):
                 )
             if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
                 raise ValueError(f"pad_token_id ({self.pad_token_id}) is outside the vocabulary of {self.vocab_size} tokens")
+
+    def embedding_fingerprint(self) -> dict[str, str]:
+        """A short SHA-256 digest of each of EMBEDDING_FIELDS, as saved in config.json."""
+        fingerprint = {}
+        for name in EMBEDDING_FIELDS:
+            value = getattr(self, name)
+            text = TOKEN_SEPARATOR.join(value) if isinstance(value, (tuple, list)) else json.dumps(value)
+            fingerprint[name] = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        return fingerprint
+
+    def _check_fingerprint(self, saved):
+        if not isinstance(saved, dict):
+            raise ValueError(f"embedding_fingerprint must be a mapping of field names to digests, got {saved!r}")
+        for name, digest in self.embedding_fingerprint().items():
+            if saved.get(name, digest) != digest:
+                raise ValueError(
+                    f"{name} is not the one this config was saved with (its embedding_fingerprint differs; was "
+                    f"config.json edited by hand?): the weights were trained against the embedding the saved {name} "
+                    "gives, so the model would silently give other outputs. Restore it, or delete embedding_fingerprint "
+                    "to accept the change"
+                )
+
+    def check_tokenizer(self, tokenizer):
+        """Raise a ValueError naming the first id whose token differs between a tokenizer and this config's
+        vocabulary: a tokenizer with other ids would silently feed the model other tokens. `tokenizer` is a
+        Hugging Face tokenizer or a checkpoint folder (checked against its tokenizer.json, if it has one)."""
+        if self.vocab is None:
+            return
+        if isinstance(tokenizer, (str, os.PathLike)):
+            tokens, source = saved_tokenizer_vocabulary(tokenizer), f"the tokenizer in {tokenizer}"
+            if tokens is None:
+                return
+        else:
+            tokens, source = vocabulary_of(tokenizer)[0], "the tokenizer"
+        if tuple(tokens) == self.vocab:
+            return
+        vocab = self.vocab
+        i = next((i for i, (a, b) in enumerate(zip(tokens, vocab)) if a != b), min(len(tokens), len(vocab)))
+        in_tokenizer, in_config = (repr(seq[i]) if i < len(seq) else "absent" for seq in (tokens, vocab))
+        raise ValueError(
+            f"{source} does not match the model's vocabulary ({len(tokens):,} tokens against {len(vocab):,} in "
+            f"config.json): id {i} is {in_tokenizer} in the tokenizer but {in_config} in config.json. Use the "
+            "tokenizer the model was built with, or bind this one with model.set_vocab(tokenizer) and save both"
+        )
 
     @classmethod
     def from_tokenizer(cls, tokenizer, **kwargs) -> "EelbertConfig":
@@ -261,6 +326,7 @@ class EelbertConfig(PreTrainedConfig):
         output = super().to_dict()
         if output.get("vocab") is not None:
             output["vocab"] = TOKEN_SEPARATOR.join(output["vocab"])
+            output["embedding_fingerprint"] = self.embedding_fingerprint()
         return output
 
     def __repr__(self):
@@ -273,4 +339,5 @@ class EelbertConfig(PreTrainedConfig):
         return f"{self.__class__.__name__} {shown}"
 
 
-__all__ = ["AUTO_CLASS_OF", "AUTO_MAP", "EelbertConfig", "Tokens", "auto_class_name", "vocabulary_of"]
+__all__ = ["AUTO_CLASS_OF", "AUTO_MAP", "EMBEDDING_FIELDS", "EelbertConfig", "Tokens", "auto_class_name",
+           "saved_tokenizer_vocabulary", "vocabulary_of"]

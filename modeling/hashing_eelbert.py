@@ -41,6 +41,29 @@ _CHUNK = 4096  # distinct n-grams projected at a time
 _TOKENS_PER_CHUNK = 16384
 
 
+def check_hash_settings(*, embedding_size, max_ngram_order, hash_function, hash_seed, hash_version):
+    """Raise a ValueError naming the field for hash settings the embedding cannot be computed with. The one
+    check of these fields: the config, the vectorised table and the reference implementation all call it."""
+    for name, value in (("embedding_size", embedding_size), ("max_ngram_order", max_ngram_order)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    orders = max_ngram_order * (max_ngram_order + 1) // 2
+    if embedding_size < orders:
+        raise ValueError(
+            f"embedding_size ({embedding_size}) cannot be partitioned among n-gram orders 1..{max_ngram_order}: "
+            f"it must be at least {orders} (= N(N+1)/2) so that every order gets a dimension"
+        )
+    if hash_function not in HASH_FUNCTIONS:
+        raise ValueError(f"hash_function must be one of {HASH_FUNCTIONS}, got {hash_function!r}")
+    if not isinstance(hash_seed, int) or isinstance(hash_seed, bool) or not 0 <= hash_seed < 2**32:
+        raise ValueError(f"hash_seed must be an integer in [0, 2**32), got {hash_seed!r}")
+    if hash_version not in SUPPORTED_HASH_VERSIONS:
+        raise ValueError(
+            f"hash_version={hash_version} is not known to this code (it knows {SUPPORTED_HASH_VERSIONS}); "
+            "the checkpoint was made by a newer EELBERT: update its modeling files or the eelbert package"
+        )
+
+
 def order_dimensions(embedding_size: int, max_ngram_order: int) -> list[int]:
     """Number of dimensions owned by each n-gram order 1..N (proportional to n, remainder to N)."""
     total = max_ngram_order * (max_ngram_order + 1) // 2
@@ -121,7 +144,7 @@ def _signatures(code_points: torch.Tensor, hash_function: str, seed: int) -> tor
         for column in code_points.unbind(1):
             h = torch.where(column >= 0, (h * ROLLING_HASH_BASE + column) % SIGNATURE_MODULUS, h)
         return h
-    raise ValueError(f"hash_function must be one of {HASH_FUNCTIONS}, got {hash_function!r}")
+    raise AssertionError(f"unchecked hash_function {hash_function!r}")  # check_hash_settings rejects it first
 
 
 @functools.lru_cache(maxsize=8)
@@ -258,13 +281,8 @@ def hash_embedding_table(
     hash_version: int = HASH_VERSION,
 ) -> torch.Tensor:
     """E(t) for every token: a [len(tokens), embedding_size] float32 tensor on the CPU."""
-    if hash_version not in SUPPORTED_HASH_VERSIONS:
-        raise ValueError(
-            f"hash_version={hash_version} is not known to this code (it knows {SUPPORTED_HASH_VERSIONS}); "
-            "the checkpoint was made by a newer EELBERT: update its modeling files or the eelbert package."
-        )
-    if hash_function not in HASH_FUNCTIONS:
-        raise ValueError(f"hash_function must be one of {HASH_FUNCTIONS}, got {hash_function!r}")
+    check_hash_settings(embedding_size=embedding_size, max_ngram_order=max_ngram_order, hash_function=hash_function,
+                        hash_seed=hash_seed, hash_version=hash_version)
     weights = projection_weights(embedding_size)
     table = torch.empty(len(tokens), embedding_size)
     # In chunks of tokens, so that the temporaries stay small next to the table itself.

@@ -6,6 +6,7 @@ learned [vocab_size, hidden] table, row i is the hash embedding of the string `c
 never written to disk, which is why an EELBERT checkpoint is a fraction of BERT's size.
 """
 
+import os
 from collections.abc import Callable
 
 import torch
@@ -344,6 +345,17 @@ class EelbertPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
             if module.decoder is None:  # scores against the fixed hash table: start at BERT's score scale
                 init.constant_(module.LayerNorm.weight, std / HASH_TABLE_RMS)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' `from_pretrained`, then: a checkpoint folder that also holds a tokenizer must hold the one
+        its vocabulary came from (pipelines load both from the folder; other ids would silently give other outputs)."""
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        folder = os.path.join(str(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
+        if os.path.isdir(folder):
+            model.config.check_tokenizer(folder)
+        return loaded
 
     def get_input_embeddings(self):
         return self.base_model.embeddings.word_embeddings

@@ -203,3 +203,106 @@ def test_added_tokens_survive_save_and_load(small_config, tokenizer, tmp_path):
     reloaded_tokenizer = AutoTokenizer.from_pretrained(tmp_path)
     assert loaded.config.vocab_size == len(reloaded_tokenizer) == 30523
     assert torch.equal(loaded.get_input_embeddings().weight[-1], eelbert.hash_embed(["eelbertish"], loaded.config)[0])
+
+
+# ---- The checkpoint's embedding and its tokenizer stay the ones the weights were trained with ----
+
+
+def _hand_edit_vocab_entry(config):
+    vocab = config["vocab"].split("\x00")
+    vocab[2000] = "eelbert"  # same size, one string changed
+    config["vocab"] = "\x00".join(vocab)
+
+
+def _hand_edit_special_tokens(config):
+    config["special_tokens"] = [t for t in config["special_tokens"] if t != "[MASK]"]
+
+
+@pytest.mark.parametrize(
+    "field,edit",
+    [
+        ("hash_seed", lambda config: config.update(hash_seed=1)),
+        ("special_tokens", _hand_edit_special_tokens),
+        ("vocab", _hand_edit_vocab_entry),
+        ("continuing_subword_prefix", lambda config: config.update(continuing_subword_prefix="@@")),
+    ],
+)
+def test_hand_edited_embedding_fields_in_config_json_are_clear_errors(uno_config, tmp_path, capsys, field, edit):
+    config = _saved(uno_config, tmp_path)
+    assert AutoModel.from_pretrained(tmp_path).config.vocab == uno_config.vocab  # untouched: loads
+    edit(config)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    message = f"{field} is not the one this config was saved with"
+    with pytest.raises(ValueError, match=message):
+        AutoModel.from_pretrained(tmp_path)
+    from eelbert.cli import main
+
+    assert main(["info", str(tmp_path)]) == 1
+    assert message in capsys.readouterr().err
+    del config["embedding_fingerprint"]  # accepting the change, as the error says
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    AutoModel.from_pretrained(tmp_path)
+
+
+def _same_size_tokenizer_with_other_ids(tokenizer):
+    from transformers import BertTokenizer
+
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    tokens[2000], tokens[2001] = tokens[2001], tokens[2000]
+    other = BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True)
+    assert len(other) == len(tokenizer) and other.convert_ids_to_tokens(2000) == tokenizer.convert_ids_to_tokens(2001)
+    return other
+
+
+def test_a_tokenizer_with_other_ids_beside_a_checkpoint_is_a_clear_error(uno_config, tokenizer, tmp_path, capsys):
+    from eelbert.cli import main
+
+    folder = _save(eelbert.EelbertForMaskedLM(uno_config), tokenizer, tmp_path / "mlm")
+    assert main(["info", str(folder)]) == 0
+    AutoModelForMaskedLM.from_pretrained(folder)  # the tokenizer it was built with: loads
+    other = _same_size_tokenizer_with_other_ids(tokenizer)
+    first, second = tokenizer.convert_ids_to_tokens([2000, 2001])
+    message = f"id 2000 is {second!r} in the tokenizer but {first!r} in config.json"
+    with pytest.raises(ValueError, match=message):
+        uno_config.check_tokenizer(other)
+    other.save_pretrained(folder)
+    with pytest.raises(ValueError, match=message):
+        AutoModelForMaskedLM.from_pretrained(folder)
+    capsys.readouterr()
+    assert main(["info", str(folder)]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_a_tokenizer_with_other_ids_stops_a_pipeline_with_remote_code(uno_config, tokenizer, tmp_path):
+    folder = _save(eelbert.EelbertForMaskedLM(uno_config), tokenizer, tmp_path / "mlm")
+    _same_size_tokenizer_with_other_ids(tokenizer).save_pretrained(folder)
+    code = WITHOUT_EELBERT + f"""
+from transformers import pipeline
+try:
+    pipeline("fill-mask", model={str(folder)!r}, trust_remote_code=True)
+except ValueError as error:
+    print(error)
+"""
+    assert "does not match the model's vocabulary" in run_python(code, cwd=tmp_path)
+
+
+def test_the_model_cards_usage_loads_the_tokenizer_without_a_prompt(uno_config, tokenizer, tmp_path):
+    """AutoTokenizer reads config.json (through AutoConfig) before tokenizer_config.json, and without
+    trust_remote_code a config naming remote code makes it ask [y/N] on stdin, waiting 15 s in a terminal."""
+    from eelbert.hub import model_card
+
+    folder = _save(eelbert.EelbertForMaskedLM(uno_config), tokenizer, tmp_path / "mlm")
+    usage = model_card(folder, str(folder)).split("## Usage", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    code = WITHOUT_EELBERT + f"""
+import builtins
+prompts = []
+builtins.input = lambda prompt="": prompts.append(prompt) or "n"  # what transformers asks on stdin
+{usage}
+assert type(tokenizer).__module__.startswith("transformers.models.bert"), type(tokenizer)
+assert not prompts, prompts
+print("no prompt", len(tokenizer))
+# Without trust_remote_code, answered "n" (as a closed stdin does): tokenizer_config.json still names BERT's class.
+plain = AutoTokenizer.from_pretrained({str(folder)!r})
+assert prompts and type(plain) is type(tokenizer), type(plain)
+"""
+    assert "no prompt 30522" in run_python(code, {"TRANSFORMERS_OFFLINE": "1"}, cwd=tmp_path)

@@ -104,3 +104,12 @@ def test_presets_live_in_the_library_not_in_the_bundle_every_checkpoint_carries(
     bundle = "".join(p.read_text() for p in tmp_path.glob("*.py"))
     assert bundle and "PRESETS_DIR" not in bundle and "from_preset" not in bundle and "configs/" not in bundle
     assert (eelbert.presets.PRESETS_DIR / "uno-eelbert.json").is_file()
+
+
+def test_embedding_fields_assigned_as_plain_lists_save_and_reload(tmp_path):
+    """The fingerprint of a vocabulary does not depend on whether it is held as a list or a tuple."""
+    config = eelbert.EelbertConfig(vocab=TOKENS, hidden_size=32, num_attention_heads=2)
+    config.vocab, config.special_tokens = ["[PAD]", "[CLS]", "bye", "##ing"], ["[PAD]", "[CLS]"]
+    config.save_pretrained(tmp_path)
+    loaded = eelbert.EelbertConfig.from_pretrained(tmp_path)
+    assert list(loaded.vocab) == ["[PAD]", "[CLS]", "bye", "##ing"] and list(loaded.special_tokens) == ["[PAD]", "[CLS]"]

@@ -149,9 +149,27 @@ def test_lone_surrogate_is_a_clear_error():
         eelbert.hash_embed(["ok", "bad\ud800"], _config())
 
 
-def test_unknown_hash_version_is_a_clear_error():
-    with pytest.raises(ValueError, match="hash_version=99 is not known"):
-        H.hash_embedding_table(["a"], embedding_size=6, hash_version=99)
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (dict(hash_version=99), "hash_version=99 is not known"),
+        (dict(hash_function="sha1"), "hash_function must be one of"),
+        (dict(hash_seed=-1), "hash_seed must be an integer in"),
+        (dict(hash_seed=2**32), "hash_seed must be an integer in"),
+        (dict(hash_seed=True), "hash_seed must be an integer in"),
+        (dict(max_ngram_order=0), "max_ngram_order must be a positive integer"),
+        (dict(embedding_size=5), r"embedding_size \(5\) cannot be partitioned"),
+    ],
+)
+def test_bad_hash_settings_are_the_same_clear_error_everywhere(bad, message):
+    """One check of the hash settings: the config, the vectorised table and the reference all refuse alike."""
+    settings = {**dict(embedding_size=6, max_ngram_order=3, hash_function="murmur3", hash_seed=0), **bad}
+    with pytest.raises(ValueError, match=message):
+        H.hash_embedding_table(["a"], **settings)
+    with pytest.raises(ValueError, match=message):
+        reference_embedding("a", **settings)
+    with pytest.raises(ValueError, match=message):
+        eelbert.EelbertConfig(vocab=["a"], hidden_size=6, num_attention_heads=1, **settings)
 
 
 @pytest.mark.slow

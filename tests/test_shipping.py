@@ -190,6 +190,28 @@ def test_convert_bert_keeps_the_encoder_and_head_and_drops_the_word_table(tokeni
     assert (tmp_path / "eelbert" / "model.safetensors").stat().st_size < 2_100_000
 
 
+def test_convert_refuses_a_bert_without_tokenizer_files_and_writes_nothing(tokenizer, tmp_path, capsys):
+    _tiny_bert(tokenizer, tmp_path / "bert")
+    for name in ("tokenizer.json", "vocab.txt"):
+        (tmp_path / "bert" / name).unlink(missing_ok=True)
+    capsys.readouterr()
+    assert main(["convert", str(tmp_path / "bert"), str(tmp_path / "converted")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("eelbert convert: error:") and error.count("\n") == 1
+    assert "has no tokenizer (tokenizer.json or vocab.txt)" in error and "--tokenizer" in error
+    assert not (tmp_path / "converted").exists()
+
+
+def test_convert_refuses_a_tokenizer_whose_size_differs_from_berts_vocab_size(tokenizer, tokenizer_path, tmp_path, capsys):
+    torch.manual_seed(0)
+    BertForMaskedLM(eelbert.baseline_config("bert-tiny", vocab_size=len(tokenizer) + 8)).save_pretrained(tmp_path / "bert")
+    with pytest.raises(ValueError, match="the tokenizer has 30,522 tokens but .* vocab_size 30,530"):
+        convert_bert(tmp_path / "bert", tokenizer=tokenizer)
+    assert main(["convert", str(tmp_path / "bert"), str(tmp_path / "converted"), "--tokenizer", str(tokenizer_path)]) == 1
+    assert "vocab_size 30,530" in capsys.readouterr().err
+    assert not (tmp_path / "converted").exists()
+
+
 def test_convert_refuses_non_bert_checkpoints(uno_config, tmp_path):
     eelbert.EelbertModel(uno_config).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="not BERT"):
