@@ -137,6 +137,17 @@ def test_torch_jit_trace_of_a_function_calling_a_lazy_model(small_config, inputs
     assert torch.allclose(traced(ids), encode(ids), atol=1e-5)
 
 
+@pytest.mark.parametrize("model_class", [eelbert.EelbertModel, eelbert.EelbertForMaskedLM])
+def test_a_full_table_compiles_as_one_graph_and_exports_strictly(small_config, inputs, model_class):
+    model = model_class(with_config(small_config, embedding_table="full")).eval()
+    with torch.no_grad():
+        expected = model(**inputs)[0]
+        one_graph = torch.compile(model, fullgraph=True, backend="eager")  # dynamo's graph capture, no codegen
+        assert torch.allclose(one_graph(**inputs)[0], expected, atol=1e-5)
+        strict = torch.export.export(model, args=(), kwargs=inputs, strict=True)
+        assert torch.allclose(strict.module()(**inputs)[0], expected, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_torch_compile_of_a_lazy_model_and_a_bad_id(small_config, inputs):
     model = lazy_model(eelbert.EelbertModel, small_config)
