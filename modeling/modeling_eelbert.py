@@ -6,6 +6,7 @@ learned [vocab_size, hidden] table, row i is the hash embedding of the string `c
 never written to disk, which is why an EELBERT checkpoint is a fraction of BERT's size.
 """
 
+import contextlib
 import os
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutput,
     BaseModelOutputWithPooling,
@@ -49,8 +51,10 @@ class EelbertHashEmbedding(nn.Module):
     """The word embedding: row i is the hash embedding of `config.vocab[i]`, looked up by id.
 
     The rows live in `table`, a non-persistent buffer (it follows `.to()`/`.half()` but is never saved), and
-    are computed as `config.embedding_table` says: "lazy" (default) when an id is first looked up, "full" at
-    construction/load, or "per_batch" on every call without being kept. `weight` is the whole table."""
+    are computed as `config.embedding_table` says: "lazy" (default) when an id is first looked up (rows not yet
+    looked up are zeros), "full" at construction/load, or "per_batch" on every call without being kept. `weight`
+    is the whole table. Traced or compiled (torch.compile, torch.export, torch.jit.trace), a lazy table is
+    completed first, outside the graph, which then holds a plain lookup."""
 
     def __init__(self, config):
         super().__init__()
@@ -59,17 +63,19 @@ class EelbertHashEmbedding(nn.Module):
         self.num_embeddings = config.vocab_size
         self.embedding_dim = config.embedding_size
         rows = 0 if config.embedding_table == "per_batch" else config.vocab_size
-        self.register_buffer("table", torch.empty(rows, config.embedding_size), persistent=False)
+        self.register_buffer("table", torch.zeros(rows, config.embedding_size), persistent=False)
         self.register_buffer("built", torch.zeros(rows, dtype=torch.bool), persistent=False)
         self.complete = False  # all rows built: lets the lazy path skip its check
 
     def initialize(self):
-        """Build the table as `embedding_table` says: all rows ("full") or none yet ("lazy")."""
+        """Build the table as `embedding_table` says: all rows ("full") or none yet ("lazy": zeros)."""
         if self.complete:  # a head's post_init runs after its encoder's: build once
             return
         self.complete = self.config.embedding_table == "full"
         if self.complete:
             init.copy_(self.table, vocabulary_table(self.config))
+        else:
+            init.zeros_(self.table)
         init.constant_(self.built, self.complete)
 
     @property
@@ -77,33 +83,60 @@ class EelbertHashEmbedding(nn.Module):
         """The whole [vocab_size, embedding_size] table, computing any missing rows."""
         if self.config.embedding_table == "per_batch":
             return vocabulary_table(self.config)
-        if not self.complete:
-            self.table.copy_(vocabulary_table(self.config))
+        return self.table if self.complete else self._build_whole_table()
+
+    @torch.compiler.disable  # under torch.compile, hash between graphs: the hashing reads Python strings
+    def _build_whole_table(self) -> torch.Tensor:
+        with _untraced():
+            rows = vocabulary_table(self.config).to(device=self.table.device, dtype=self.table.dtype)
+            if torch.compiler.is_exporting():
+                # torch.export traces with fake stand-ins for the buffers, so the rows cannot be stored: they
+                # become a constant of the exported program instead.
+                return rows
+            self.table.copy_(rows)
             self.built.fill_(True)
-            self.complete = True
+        self.complete = True
         return self.table
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
-        if not tracing and input_ids.numel():
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        vocabulary = f"the vocabulary of {self.num_embeddings} tokens (ids 0..{self.num_embeddings - 1})"
+        if tracing and not torch.onnx.is_in_onnx_export():
+            # A graph cannot raise from data; it can assert, so a bad id fails with this message, not a kernel's.
+            inside = ((input_ids >= 0) & (input_ids < self.num_embeddings)).all()
+            torch._assert_async(inside, f"input_ids contain an id outside {vocabulary}")
+        elif not tracing and input_ids.numel():
             low, high = (int(x) for x in torch.aminmax(input_ids))
             if low < 0 or high >= self.num_embeddings:
                 raise ValueError(
-                    f"input_ids contain id {high if high >= self.num_embeddings else low}, outside the vocabulary of "
-                    f"{self.num_embeddings} tokens (ids 0..{self.num_embeddings - 1}); to add tokens, use "
-                    "model.set_vocab(tokenizer)"
+                    f"input_ids contain id {high if high >= self.num_embeddings else low}, outside {vocabulary}; "
+                    "to add tokens, use model.set_vocab(tokenizer)"
                 )
         if self.config.embedding_table == "per_batch":
             return hash_embed_ids(input_ids, self.config)
-        if not self.complete and tracing:
-            raise ValueError("build the whole hash table before tracing or compiling: read model.get_input_embeddings().weight")
-        if not self.complete and not bool(self.built[input_ids].all()):
+        if self.complete or tracing:
+            return nn.functional.embedding(input_ids, self.weight)
+        if not bool(self.built[input_ids].all()):
             ids = torch.unique(input_ids)
             missing = ids[~self.built[ids]]
             vocab = self.config.vocab
             self.table[missing] = hash_embed([vocab[i] for i in missing.tolist()], self.config).to(self.table)
             self.built[missing] = True
         return nn.functional.embedding(input_ids, self.table)
+
+
+@contextlib.contextmanager
+def _untraced():
+    """Run real tensor code while torch.jit.trace records or torch.export traces with fake tensors."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    jit_state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        with _disable_current_modes():
+            yield
+    finally:
+        torch._C._set_tracing_state(jit_state)
 
 
 def hash_embed(tokens: list[str], config) -> torch.Tensor:
@@ -198,10 +231,11 @@ class EelbertSelfAttention(nn.Module):
         key = self.key(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.value(hidden_states).view(hidden_shape).transpose(1, 2)
 
-        attention_interface: Callable = eager_attention_forward
-        # Only eager attention materialises the weights that output_attentions returns.
-        if self.config._attn_implementation != "eager" and not output_attentions:
-            attention_interface = ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        if output_attentions:  # only eager attention materialises the weights that output_attentions returns
+            attention_interface = eager_attention_forward
         attn_output, attn_weights = attention_interface(
             self,
             query,
@@ -257,7 +291,11 @@ class EelbertOutput(nn.Module):
         return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
 
 
-class EelbertLayer(nn.Module):
+class EelbertLayer(GradientCheckpointingLayer):
+    """One BERT layer. As a GradientCheckpointingLayer, model.gradient_checkpointing_enable() (with its
+    `every_n_layers` and `gradient_checkpointing_kwargs`) checkpoints it; its tensors are therefore passed
+    positionally."""
+
     def __init__(self, config):
         super().__init__()
         self.attention = EelbertAttention(config)
@@ -274,20 +312,12 @@ class EelbertEncoder(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.layer = nn.ModuleList([EelbertLayer(config) for _ in range(config.num_hidden_layers)])
-        # Set, with `_gradient_checkpointing_func`, by model.gradient_checkpointing_enable(). (Not
-        # transformers' GradientCheckpointingLayer: importing it costs more than this model takes to load.)
-        self.gradient_checkpointing = False
 
     def forward(self, hidden_states, attention_mask=None, output_attentions=False, output_hidden_states=False):
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layer:
-            if self.gradient_checkpointing and self.training:
-                hidden_states, attn_weights = self._gradient_checkpointing_func(
-                    layer.__call__, hidden_states, attention_mask, output_attentions
-                )
-            else:
-                hidden_states, attn_weights = layer(hidden_states, attention_mask, output_attentions)
+            hidden_states, attn_weights = layer(hidden_states, attention_mask, output_attentions)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
@@ -400,7 +430,12 @@ def _check_inputs(input_ids, inputs_embeds, attention_mask, expected_dims=2):
         raise ValueError(f"input_ids must have {expected_dims} dimensions, got shape {tuple(input_ids.shape)}")
     if inputs_embeds is not None and inputs_embeds.dim() != expected_dims + 1:
         raise ValueError(f"inputs_embeds must have {expected_dims + 1} dimensions, got shape {tuple(inputs_embeds.shape)}")
+    if input_ids is not None and input_ids.dtype not in (torch.long, torch.int):
+        raise ValueError(f"input_ids must be integer token ids (torch.long or torch.int), got dtype {input_ids.dtype}")
     shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
+    if 0 in shape:
+        # As in BERT (which fails with a reshape error): every sequence needs its first ([CLS]) token.
+        raise ValueError(f"the input is empty (shape {tuple(shape)}): give at least one sequence of at least one token")
     if attention_mask is not None and attention_mask.shape != shape:
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but the input has shape {tuple(shape)}")
 
