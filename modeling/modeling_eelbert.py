@@ -502,11 +502,16 @@ class EelbertLMPredictionHead(nn.Module):
         )
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
+    def transform(self, hidden_states):
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
+
+    def decoder_weight(self, hash_table):
+        """The [vocab_size, embedding_size] matrix each token is scored with."""
+        return self.decoder.weight if self.decoder is not None else hash_table
+
     def forward(self, hidden_states, hash_table):
-        hidden_states = self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
-        if self.decoder is not None:
-            return self.decoder(hidden_states) + self.bias
-        return hidden_states @ hash_table.to(hidden_states.dtype).T + self.bias
+        hidden_states = self.transform(hidden_states)
+        return hidden_states @ self.decoder_weight(hash_table).to(hidden_states.dtype).T + self.bias
 
     @torch.no_grad()
     def resize(self, old_vocab, config):
@@ -523,6 +528,55 @@ class EelbertLMPredictionHead(nn.Module):
             nn.init.normal_(decoder.weight, std=config.initializer_range)
             decoder.weight[new_ids] = self.decoder.weight[old_ids]
             self.decoder = decoder
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of `hidden @ weight.T + bias` against `labels`, and its gradients, computed in chunks of
+    rows during the forward pass: the [n, vocab_size] logits, their softmax and its gradient, three tensors as
+    large as the rest of a tiny model's step together, never exist at once (as Liger's fused linear cross-entropy).
+    The backward pass only scales the gradients kept from the forward pass. Computed in fp32."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, chunk_rows):
+        n = hidden.shape[0]
+        h, w, b = hidden.float(), weight.float(), bias.float()
+        grad_hidden = torch.empty_like(h)
+        grad_bias = torch.zeros_like(b)
+        grad_weight = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
+        loss = h.new_zeros(())
+        for start in range(0, n, chunk_rows):
+            rows, targets = h[start : start + chunk_rows], labels[start : start + chunk_rows]
+            logits = torch.addmm(b, rows, w.T)
+            log_total = torch.logsumexp(logits, dim=-1)
+            loss += (log_total - logits.gather(1, targets[:, None]).squeeze(1)).sum()
+            probabilities = logits.sub_(log_total[:, None]).exp_()  # in place: the chunk's one big tensor
+            probabilities[torch.arange(len(targets), device=targets.device), targets] -= 1  # d loss / d logits
+            grad_hidden[start : start + chunk_rows] = probabilities @ w
+            grad_bias += probabilities.sum(0)
+            if grad_weight is not None:
+                grad_weight.addmm_(probabilities.T, rows)
+        scale = 1 / max(n, 1)  # no labelled rows: loss 0 and no gradient, rather than 0 / 0
+        ctx.save_for_backward(
+            (grad_hidden * scale).to(hidden.dtype),
+            (grad_bias * scale).to(bias.dtype),
+            None if grad_weight is None else (grad_weight * scale).to(weight.dtype),
+        )
+        return (loss * scale).to(hidden.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_hidden, grad_bias, grad_weight = ctx.saved_tensors
+        return (grad_hidden * grad_loss, None if grad_weight is None else grad_weight * grad_loss,
+                grad_bias * grad_loss, None, None)
+
+
+def masked_lm_loss(head, hidden_states, labels, hash_table=None, chunk_rows=256):
+    """The masked-LM loss of the labelled rows `hidden_states` ([n, hidden]) under a prediction head with
+    `transform`, a decoder weight and `bias` (EELBERT's, or BERT's `cls.predictions`), without holding their
+    [n, vocab_size] logits: see ChunkedLinearCrossEntropy."""
+    transformed = head.transform(hidden_states)
+    weight = head.decoder_weight(hash_table) if hash_table is not None else head.decoder.weight
+    return ChunkedLinearCrossEntropy.apply(transformed, weight, head.bias, labels, chunk_rows)
 
 
 class EelbertOnlyMLMHead(nn.Module):
@@ -562,7 +616,9 @@ class EelbertForMaskedLM(EelbertPreTrainedModel):
         return_dict=None,
     ):
         """`labels`: [batch, seq] token ids to predict, -100 where no prediction is scored. With
-        `config.sparse_prediction`, logits are returned for the labelled positions only ([n, vocab_size])."""
+        `config.sparse_prediction`, logits are returned for the labelled positions only ([n, vocab_size]), and
+        in training (train mode with gradients recorded) not at all (`logits=None`): the loss and its gradients
+        are then computed chunk by chunk, without the [n, vocab_size] logits (masked_lm_loss)."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.eelbert(
             input_ids,
@@ -578,10 +634,14 @@ class EelbertForMaskedLM(EelbertPreTrainedModel):
         if labels is not None and self.config.sparse_prediction:
             labelled = labels != -100
             sequence_output, labels = sequence_output[labelled], labels[labelled]
-        prediction_scores = self.cls(sequence_output, self.eelbert.embeddings.word_embeddings.weight)
-        loss = None
-        if labels is not None:
-            loss = CrossEntropyLoss()(prediction_scores.view(-1, self.config.vocab_size), labels.view(-1))
+        table = self.eelbert.embeddings.word_embeddings.weight
+        prediction_scores = loss = None
+        if labels is not None and self.config.sparse_prediction and self.training and torch.is_grad_enabled():
+            loss = masked_lm_loss(self.cls.predictions, sequence_output, labels, hash_table=table)
+        else:
+            prediction_scores = self.cls(sequence_output, table)
+            if labels is not None:
+                loss = CrossEntropyLoss()(prediction_scores.view(-1, self.config.vocab_size), labels.view(-1))
         output = MaskedLMOutput(
             loss=loss, logits=prediction_scores, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )

@@ -45,6 +45,62 @@ def test_bert_baseline_with_sparse_prediction_matches_bert_for_masked_lm():
     torch.testing.assert_close(scored.loss, full.loss)
 
 
+def _loss_and_gradients(model, input_ids, labels):
+    model.zero_grad()
+    output = model(input_ids, labels=labels)
+    output.loss.backward()
+    return output, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("mlm_decoder", ["hash", "learned"])
+def test_training_with_sparse_prediction_gives_the_dense_loss_and_gradients_without_logits(small_config, mlm_decoder):
+    config = eelbert.EelbertConfig(**{**small_config.to_dict(), "mlm_decoder": mlm_decoder})
+    dense = eelbert.EelbertForMaskedLM(config).train()  # dropout is 0 in small_config: train mode is deterministic
+    sparse = eelbert.EelbertForMaskedLM(eelbert.EelbertConfig(**{**config.to_dict(), "sparse_prediction": True})).train()
+    sparse.load_state_dict(dense.state_dict())
+    input_ids, labels, _ = _masked_batch(config.vocab_size)
+    (full, full_grads), (chunked, chunked_grads) = (_loss_and_gradients(m, input_ids, labels) for m in (dense, sparse))
+    assert chunked.logits is None  # the [n, vocab_size] logits are never made in training
+    torch.testing.assert_close(chunked.loss, full.loss)
+    assert full_grads.keys() == chunked_grads.keys() and len(full_grads) > 4
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_bert_baseline_trains_with_the_same_chunked_loss():
+    config = eelbert.baseline_config("bert-tiny", vocab_size=500)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    bert, sparse = BertForMaskedLM(config).train(), pretraining.BertForSparseMaskedLM(config).train()
+    sparse.load_state_dict(bert.state_dict())
+    input_ids, labels, _ = _masked_batch(500)
+    (full, full_grads), (chunked, chunked_grads) = (_loss_and_gradients(m, input_ids, labels) for m in (bert, sparse))
+    torch.testing.assert_close(chunked.loss, full.loss)
+    for name, grad in full_grads.items():  # the tied word embeddings get the decoder's gradient too
+        torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 5, 7])
+def test_chunked_cross_entropy_matches_torch_across_chunk_boundaries(rows):
+    from eelbert.modeling.modeling_eelbert import ChunkedLinearCrossEntropy
+
+    generator = torch.Generator().manual_seed(rows)
+    hidden = torch.randn(rows, 8, generator=generator, requires_grad=True)
+    weight = torch.randn(50, 8, generator=generator, requires_grad=True)
+    bias = torch.randn(50, generator=generator, requires_grad=True)
+    labels = torch.randint(0, 50, (rows,), generator=generator)
+    loss = ChunkedLinearCrossEntropy.apply(hidden, weight, bias, labels, 3)  # chunks of 3 rows: 5 and 7 end mid-chunk
+    (2 * loss).backward()
+    chunked = (loss.detach(), hidden.grad.clone(), weight.grad.clone(), bias.grad.clone())
+    hidden.grad = weight.grad = bias.grad = None
+    if rows == 0:  # nothing labelled: zero loss and zero gradients, not 0 / 0
+        assert chunked[0] == 0 and not chunked[2].any() and not chunked[3].any()
+        return
+    reference = torch.nn.functional.cross_entropy(hidden @ weight.T + bias, labels)
+    (2 * reference).backward()
+    for got, expected in zip(chunked, (reference.detach(), hidden.grad, weight.grad, bias.grad)):
+        torch.testing.assert_close(got, expected)
+
+
 def test_sparse_prediction_must_be_a_boolean(tokenizer):
     with pytest.raises(ValueError, match="sparse_prediction"):
         eelbert.preset_config("uno-eelbert", tokenizer=tokenizer, sparse_prediction="yes")

@@ -27,7 +27,7 @@ from transformers import (
 from transformers.modeling_outputs import MaskedLMOutput
 
 from ..modeling.configuration_eelbert import vocabulary_of
-from ..modeling.modeling_eelbert import EelbertForMaskedLM
+from ..modeling.modeling_eelbert import EelbertForMaskedLM, masked_lm_loss
 from ..presets import BASELINE_OF, EELBERT_PRESETS, baseline_config, preset_config
 from .token_store import TokenStore
 
@@ -125,6 +125,8 @@ class BertForSparseMaskedLM(BertForMaskedLM):
             return super().forward(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
         hidden = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
         labelled = labels != -100
+        if self.training and torch.is_grad_enabled():  # the same chunked loss as EELBERT's, no logits held
+            return MaskedLMOutput(loss=masked_lm_loss(self.cls.predictions, hidden[labelled], labels[labelled]))
         logits = self.cls(hidden[labelled])
         return MaskedLMOutput(loss=torch.nn.functional.cross_entropy(logits, labels[labelled]), logits=logits)
 
@@ -188,7 +190,9 @@ def pretraining_arguments(output, **overrides) -> TrainingArguments:
         output_dir=str(output),
         max_steps=max_steps,
         per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
+        # Validation scores every masked position with full [n, vocab_size] logits (for their argmax): small
+        # batches keep that tensor small; the total work is the same.
+        per_device_eval_batch_size=min(batch_size, 16),
         learning_rate=1e-3,
         warmup_steps=min(500, max_steps // 10),
         weight_decay=0.01,
