@@ -138,6 +138,16 @@ def test_unknown_and_non_numeric_labels_name_file_and_line(tmp_path):
 # ---- Models ----
 
 
+@pytest.fixture
+def uno_checkpoint(uno_config, tokenizer, tmp_path):
+    import eelbert
+
+    folder = tmp_path / "uno"
+    eelbert.EelbertForMaskedLM(uno_config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.mark.parametrize("name,class_name", [("uno-eelbert", "EelbertForSequenceClassification"),
                                              ("bert-tiny", "BertForSequenceClassification")])
 def test_presets_make_new_classifiers_without_the_hub(tokenizer, name, class_name):
@@ -157,17 +167,15 @@ def test_a_missing_model_is_a_one_line_error(tmp_path, monkeypatch):
     assert "\n" not in str(error.value)
 
 
+def test_unknown_presets_and_unfinetuned_checkpoints_are_clear_errors(tokenizer, uno_checkpoint, tmp_path):
+    with pytest.raises(InputError, match="--model .*bert-tiny.json: preset .*bert-tiny.json' is not an EELBERT config"):
+        finetuning.classifier(str(REPO / "configs" / "bert-tiny.json"), tokenizer, ["a", "b"])
+    (tmp_path / "test.csv").write_text("text,label\nok,pos\n")
+    with pytest.raises(InputError, match=r"not a fine-tuned classifier \(its config.json lists \['EelbertForMaskedLM'\]\)"):
+        finetuning.evaluate(uno_checkpoint, tmp_path / "test.csv")
+
+
 # ---- Fine-tuning, end to end ----
-
-
-@pytest.fixture
-def uno_checkpoint(uno_config, tokenizer, tmp_path):
-    import eelbert
-
-    folder = tmp_path / "uno"
-    eelbert.EelbertForMaskedLM(uno_config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _own_files(tmp_path, header="sentence,label"):

@@ -197,7 +197,9 @@ def load_tokenizer(model_name_or_path, tokenizer=None):
     """The tokenizer (folder or Hub id), or else the checkpoint's; a preset (a new model) needs one named."""
     from transformers import AutoTokenizer
 
-    if tokenizer is None and is_preset(model_name_or_path):
+    from .pretraining import is_fresh
+
+    if tokenizer is None and is_fresh(model_name_or_path):
         raise InputError(f"--model {model_name_or_path} is a preset (a new, untrained model): give --tokenizer")
     with _loading("--tokenizer" if tokenizer else "--model", tokenizer or model_name_or_path):
         return AutoTokenizer.from_pretrained(tokenizer or model_name_or_path)
@@ -214,11 +216,6 @@ def _loading(flag, name):
         raise InputError(f"{flag} {name}: not a folder, a preset {known} or a reachable Hub id ({first})") from None
 
 
-def is_preset(name_or_path) -> bool:
-    """A preset name (eelbert-* / uno-eelbert / bert-*) or a preset JSON: a new model, not a checkpoint."""
-    return name_or_path in EELBERT_PRESETS or str(name_or_path).endswith(".json") or name_or_path in BASELINE_OF.values()
-
-
 def classifier(name_or_path, tokenizer, labels):
     """A sequence classifier over `labels` (None: a regressor): new from a preset or preset JSON (as run_mlm.py and
     pretraining.build_model take them), else with its encoder loaded from a checkpoint folder or Hub id."""
@@ -231,7 +228,11 @@ def classifier(name_or_path, tokenizer, labels):
         "label2id": {label: i for i, label in enumerate(labels)},
     }
     if name_or_path in EELBERT_PRESETS or str(name_or_path).endswith(".json"):
-        return EelbertForSequenceClassification(preset_config(name_or_path, tokenizer=tokenizer, **head))
+        try:
+            config = preset_config(name_or_path, tokenizer=tokenizer, **head)
+        except (ValueError, OSError) as error:  # an unknown preset, a baseline's JSON, a JSON that is not one
+            raise InputError(f"--model {name_or_path}: {error}") from None
+        return EelbertForSequenceClassification(config)
     if name_or_path in BASELINE_OF.values():
         config = baseline_config(name_or_path, vocab_size=len(tokenizer))
         for key, value in head.items():
@@ -350,12 +351,17 @@ def evaluate(checkpoint, test_file, *, columns=Columns(), labels=None, metrics=N
              max_length=128, task=None) -> dict:
     """Score a fine-tuned checkpoint on a file of labelled texts, without training. The labels are the checkpoint's
     own (its config's id2label), unless `labels` names them in id order."""
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer
+    from transformers import AutoConfig, AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer
 
-    import eelbert  # noqa: F401
+    import eelbert  # noqa: F401  (registers EELBERT with the Auto classes)
 
     rows = read_examples(test_file, columns)
     tokenizer = load_tokenizer(checkpoint, tokenizer)
+    with _loading("--model", checkpoint):
+        config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=True)
+    if not any(name.endswith("ForSequenceClassification") for name in config.architectures or ()):
+        raise InputError(f"--model {checkpoint}: not a fine-tuned classifier (its config.json lists "
+                         f"{config.architectures}): fine-tune it first, then evaluate the result")
     with _loading("--model", checkpoint):
         model = AutoModelForSequenceClassification.from_pretrained(checkpoint, trust_remote_code=True)
     own = checkpoint_labels(model.config)
