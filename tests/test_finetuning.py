@@ -160,10 +160,19 @@ def test_presets_make_new_classifiers_without_the_hub(tokenizer, name, class_nam
         finetuning.load_tokenizer(name)
 
 
-def test_a_missing_model_is_a_one_line_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(InputError, match=r"--model .*nothing-here: not a folder, a preset \[.*'uno-eelbert'\]") as error:
+def test_a_missing_model_is_a_one_line_error_at_once(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    with pytest.raises(InputError, match=r"--model .*nothing-here: no model folder .*nothing-here \(and it is not a Hub id\)"):
         finetuning.load_tokenizer(tmp_path / "nothing-here")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(InputError, match=r"--tokenizer someone/tok: no tokenizer folder someone/tok, .* not in the local Hub cache"):
+        finetuning.load_tokenizer("uno-eelbert", "someone/tok")
+    # Online, an unreachable Hub is one quick check (eelbert.hub.check_hub_reachable), not a minute of retries.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    with pytest.raises(InputError, match=r"--model someone/model: someone/model is not a model folder, .*cannot reach the Hub") as error:
+        finetuning.classifier("someone/model", None, ["a", "b"])
     assert "\n" not in str(error.value)
 
 

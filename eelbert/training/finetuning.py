@@ -201,13 +201,25 @@ def load_tokenizer(model_name_or_path, tokenizer=None):
 
     if tokenizer is None and is_fresh(model_name_or_path):
         raise InputError(f"--model {model_name_or_path} is a preset (a new, untrained model): give --tokenizer")
-    with _loading("--tokenizer" if tokenizer else "--model", tokenizer or model_name_or_path):
-        return AutoTokenizer.from_pretrained(tokenizer or model_name_or_path)
+    flag, name = ("--tokenizer", tokenizer) if tokenizer else ("--model", model_name_or_path)
+    with _loading(flag, name):
+        return AutoTokenizer.from_pretrained(_local_or_hub(flag, name, flag.removeprefix("--")))
+
+
+def _local_or_hub(flag, name_or_path, what):
+    """A folder, or a Hub id checked first (offline: in the local cache; online: the Hub answers), as the `eelbert`
+    command checks them: from_pretrained would retry for about a minute, then blame the connection."""
+    from ..cli import _local_or_hub
+
+    try:
+        return _local_or_hub(str(name_or_path), what)
+    except (FileNotFoundError, ConnectionError) as error:
+        raise InputError(f"{flag} {name_or_path}: {error}") from None
 
 
 @contextmanager
 def _loading(flag, name):
-    """A name that is neither a folder nor a model on the Hub (nor a preset): one line, not a traceback."""
+    """A Hub id that names no model (nor a preset): one line, not a traceback."""
     try:
         yield
     except OSError as error:
@@ -239,7 +251,9 @@ def classifier(name_or_path, tokenizer, labels):
             setattr(config, key, value)
         return BertForSequenceClassification(config)
     with _loading("--model", name_or_path):
-        return AutoModelForSequenceClassification.from_pretrained(name_or_path, trust_remote_code=True, **head)
+        return AutoModelForSequenceClassification.from_pretrained(
+            _local_or_hub("--model", name_or_path, "model"), trust_remote_code=True, **head
+        )
 
 
 def checkpoint_labels(config) -> list[str] | None:
@@ -358,7 +372,7 @@ def evaluate(checkpoint, test_file, *, columns=Columns(), labels=None, metrics=N
     rows = read_examples(test_file, columns)
     tokenizer = load_tokenizer(checkpoint, tokenizer)
     with _loading("--model", checkpoint):
-        config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=True)
+        config = AutoConfig.from_pretrained(_local_or_hub("--model", checkpoint, "model"), trust_remote_code=True)
     if not any(name.endswith("ForSequenceClassification") for name in config.architectures or ()):
         raise InputError(f"--model {checkpoint}: not a fine-tuned classifier (its config.json lists "
                          f"{config.architectures}): fine-tune it first, then evaluate the result")
