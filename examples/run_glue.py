@@ -61,6 +61,9 @@ def parse_args(argv=None):
     elif args.eval_only:
         if not args.test:
             parser.error("--eval-only needs --test (or --task and --data-dir: the task's dev set)")
+        if args.regression or args.train_file or args.validation_file:
+            parser.error("--eval-only trains nothing and takes the checkpoint's labels: drop --regression, "
+                         "--train-file and --validation-file")
     elif not (args.train_file and args.validation_file):
         parser.error("give --task and --data-dir, or --train-file and --validation-file")
     if not args.eval_only and not args.output:

@@ -223,9 +223,10 @@ def test_fine_tuning_a_preset_with_named_columns_and_given_labels(tmp_path):
     results = finetuning.fine_tune(
         "uno-eelbert", BERT_UNCASED, tmp_path / "train.tsv", tmp_path / "train.tsv", tmp_path / "out",
         columns=Columns(("question", "answer"), "verdict"), labels=["yes", "no"], max_steps=2,
-        per_device_train_batch_size=4, warmup_steps=0,
+        per_device_train_batch_size=4, warmup_steps=0, test_file=tmp_path / "train.tsv",
     )
     assert results["labels"] == ["yes", "no"] and results["model"] == "uno-eelbert" and results["train_rows"] == 12
+    assert results["test_rows"] == 12 and results["test_metrics"] == pytest.approx(results["metrics"])
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["model_type"] == "eelbert" and config["label2id"] == {"yes": 0, "no": 1}
     # Regression on the row ids: after one step the predictions are nearly constant; the scores are numbers, not NaN.
@@ -251,6 +252,7 @@ def test_headerless_files_from_the_command_line(uno_checkpoint, tmp_path):
     (["--labels", "pos,neg"], "train.csv:2: unknown label '10'; expected one of ['pos', 'neg']"),
     (["--text-column", "review"], "train.csv: missing column(s) ['review']"),
     (["--no-header", "--text-column", "text"], "with --no-header, --text-column and --label-column are 0-based positions"),
+    (["--eval-only", "--test", "dev.csv", "--regression"], "--eval-only trains nothing and takes the checkpoint's labels"),
 ])
 def test_bad_input_is_a_one_line_error_not_a_traceback(uno_checkpoint, tmp_path, args, message):
     _own_files(tmp_path)
