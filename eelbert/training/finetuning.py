@@ -371,13 +371,14 @@ def evaluate(checkpoint, test_file, *, columns=Columns(), labels=None, metrics=N
 
     rows = read_examples(test_file, columns)
     tokenizer = load_tokenizer(checkpoint, tokenizer)
+    source = _local_or_hub("--model", checkpoint, "model")
     with _loading("--model", checkpoint):
-        config = AutoConfig.from_pretrained(_local_or_hub("--model", checkpoint, "model"), trust_remote_code=True)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=True)
     if not any(name.endswith("ForSequenceClassification") for name in config.architectures or ()):
         raise InputError(f"--model {checkpoint}: not a fine-tuned classifier (its config.json lists "
                          f"{config.architectures}): fine-tune it first, then evaluate the result")
     with _loading("--model", checkpoint):
-        model = AutoModelForSequenceClassification.from_pretrained(checkpoint, trust_remote_code=True)
+        model = AutoModelForSequenceClassification.from_pretrained(source, config=config, trust_remote_code=True)
     own = checkpoint_labels(model.config)
     if labels is not None and (own is None or len(labels) != len(own)):
         raise InputError(f"--labels {','.join(labels)}: the checkpoint {checkpoint} predicts "
