@@ -5,9 +5,10 @@
 
 1. pretrain: every model with examples/run_mlm.py on ../shared/data/corpus, identical settings (the BERT
    uncased tokenizer, 128-token blocks, batch, steps, schedule, seed); all models run at once, one thread each.
-2. finetune: every pretrained model on every GLUE task in ../shared/data/glue with examples/run_glue.py over
-   the same grid (learning rates x epochs, best dev score per task, as Turc et al. did for BERT-tiny; one run
-   per learning rate, scored after every epoch; at most --max-train-samples rows per task).
+2. finetune: every pretrained model on every GLUE task in ../shared/data/glue with eelbert.training.finetuning
+   (what examples/run_glue.py runs) over the same grid (learning rates x epochs, best dev score per task, as
+   Turc et al. did for BERT-tiny; one run per learning rate, scored after every epoch; at most
+   --max-train-samples rows per task).
 3. report: the best SST-2 classifier of each model scored on the SST-2 dev set with a typo in 10% of its words;
    benchmarks/results/<model>.json, a markdown table (ratios to bert-tiny, the paper's claims beside) and
    benchmarks/results/size_vs_glue.png. Only learning rates finished for every model are compared.
@@ -15,8 +16,8 @@ Finished steps are skipped when the command is run again with the same --work.
 """
 
 import argparse
-import importlib.util
 import json
+import math
 import os
 import random
 import string
@@ -44,13 +45,6 @@ PAPER_CLAIMS = {
     "uno-eelbert": "within 4% of BERT-tiny (>= 0.96)",
     "uno-eelbert-rolling": "(paper's hash-function question)",
 }
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def commit_hash():
@@ -128,8 +122,10 @@ def pretrain(args, names):
 
 
 def task_score(metrics):
-    """One number per task, as the GLUE leaderboard does: the mean of the task's metrics."""
-    return sum(metrics.values()) / len(metrics)
+    """One number per task, as the GLUE leaderboard does: the mean of the task's metrics. A failed metric (NaN, as
+    run_glue.py wrote for a correlation of constant predictions before it scored them 0) counts 0: NaN compares false
+    with everything, so the first run of a grid would win `max()` whenever it had one."""
+    return sum(value if math.isfinite(value) else 0.0 for value in metrics.values()) / len(metrics)
 
 
 def add_typos(sentences, fraction, seed):
@@ -181,18 +177,19 @@ def sst2_accuracy(checkpoint, sentences, labels):
 def finetune_one(args, name):
     """Every learning rate x task for one model, in this process: one run of max(--epochs) epochs each,
     scored on the dev set after every epoch, so that each run gives the grid points of all --epochs."""
-    run_glue = load_example("run_glue")
+    from eelbert.training import finetuning
+
     checkpoint = args.work / "pretrained" / name
     for lr in args.learning_rates:  # outermost: a stopped benchmark still has whole grid rows for every task
         for task in args.tasks:
             out = args.work / "glue" / name / task / f"lr{lr:g}"
             if (out / "results.json").is_file():
                 continue
-            run_glue.main([
-                "--model", str(checkpoint), "--task", task, "--data-dir", str(args.glue), "--output", str(out),
-                "--learning-rate", str(lr), "--epochs", str(max(args.epochs)), "--seed", str(args.seed),
-                "--max-train-samples", str(args.max_train_samples),
-            ])
+            # The settings of examples/run_glue.py's defaults (batch 32, 10% warm-up, no weight decay).
+            finetuning.fine_tune(
+                checkpoint, None, output=out, learning_rate=lr, num_train_epochs=max(args.epochs), seed=args.seed,
+                max_train_samples=args.max_train_samples, **finetuning.glue_files(task, args.glue),
+            )
             if task != "sst2":  # keep only the classifiers the typo test needs
                 (out / "model.safetensors").unlink(missing_ok=True)
 
@@ -200,8 +197,10 @@ def finetune_one(args, name):
 def typo_robustness(args, name, sst2_runs):
     """SST-2 dev accuracy of the best SST-2 classifier (final epoch) on clean text and with typos."""
     best = max(sst2_runs, key=lambda run: task_score(json.loads((run / "results.json").read_text())["metrics"]))
-    rows = load_example("run_glue").read_rows(args.glue / "SST-2" / "dev.tsv", ("sentence",), "label")
-    sentences, labels = [texts[0] for texts, _, _ in rows], [int(label) for _, label, _ in rows]
+    from eelbert.training import finetuning
+
+    rows = finetuning.read_examples(args.glue / "SST-2" / "dev.tsv", finetuning.TASKS["sst2"].columns)
+    sentences, labels = [row.texts[0] for row in rows], [int(row.label) for row in rows]
     clean = sst2_accuracy(best, sentences, labels)
     typo = sst2_accuracy(best, add_typos(sentences, 0.1, args.seed), labels)
     return {"classifier": best.name, "epochs": max(args.epochs), "clean": clean, "typos": typo, "drop": clean - typo,
@@ -242,16 +241,22 @@ def finished_learning_rates(args, names, task):
     return common
 
 
+def task_grid(folder, rates, epoch_counts):
+    """Every (learning rate, epochs) point of one model's grid on one task, with its dev metrics and score."""
+    grid = []
+    for lr in rates:
+        result = json.loads((folder / f"lr{lr:g}" / "results.json").read_text())
+        for epochs in epoch_counts:
+            metrics = result["metrics_per_epoch"][f"{float(epochs)}"]
+            grid.append({"learning_rate": lr, "epochs": epochs, "metrics": metrics, "score": task_score(metrics)})
+    return grid
+
+
 def collect(args, name, grid_rates):
     glue = args.work / "glue" / name
     tasks = {}
     for task, rates in grid_rates.items():
-        grid = []
-        for lr in rates:
-            result = json.loads((glue / task / f"lr{lr:g}" / "results.json").read_text())
-            for epochs in args.epochs:
-                metrics = result["metrics_per_epoch"][f"{float(epochs)}"]
-                grid.append({"learning_rate": lr, "epochs": epochs, "metrics": metrics, "score": task_score(metrics)})
+        grid = task_grid(glue / task, rates, args.epochs)
         best = max(grid, key=lambda g: g["score"])
         tasks[task] = {"score": best["score"], "metrics": best["metrics"], "learning_rate": best["learning_rate"],
                        "epochs": best["epochs"], "grid": grid}

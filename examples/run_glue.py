@@ -1,223 +1,142 @@
-"""Fine-tune a checkpoint on a GLUE task (original GLUE TSV files) or on your own CSV/TSV, with the Trainer.
+"""Fine-tune a checkpoint (or a new model from a preset) on a GLUE task or on your own CSV/TSV, with the Trainer.
 
     python examples/run_glue.py --model uno-mlm --task rte --data-dir ../shared/data/glue --output rte-out
     python examples/run_glue.py --model uno-mlm --train-file train.csv --validation-file dev.csv --output out
+    python examples/run_glue.py --model out --eval-only --test test.csv      # score a fine-tuned model
 
 Each GLUE task is scored with its official metric (CoLA: Matthews correlation; STS-B: Pearson and Spearman;
 MRPC and QQP: F1 and accuracy; the others: accuracy) on its dev set, after every epoch and at the end;
-results go to OUTPUT/results.json.
-Your own files need a header with `text` (or `sentence1` and `sentence2`) and `label` columns.
+results go to OUTPUT/results.json. Your own files (.csv, else tab-separated) have a header naming a `text` or
+`sentence` column (or `sentence1` and `sentence2`) and a `label` column, or the columns --text-column and
+--label-column name; with --no-header those flags are 0-based positions. Label ids follow --labels, else the
+labels' values when all are integers, else their order of first appearance in the training file.
+The library behind this script: eelbert/training/finetuning.py.
 """
 
 import argparse
-import csv
 import json
-from pathlib import Path
+import sys
 
-import numpy as np
-import torch
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    DataCollatorWithPadding,
-    Trainer,
-    TrainingArguments,
-    set_seed,
-)
-
-import eelbert  # noqa: F401  (registers EELBERT with the Auto classes)
-
-# task -> folder, dev file, text columns (names, or positions for CoLA, which has no header), label column,
-# label values (None: regression), metrics
-TASKS = {
-    "cola": ("CoLA", "dev.tsv", (3,), 1, ["0", "1"], ("mcc",)),
-    "sst2": ("SST-2", "dev.tsv", ("sentence",), "label", ["0", "1"], ("accuracy",)),
-    "mrpc": ("MRPC", "dev.tsv", ("#1 String", "#2 String"), "Quality", ["0", "1"], ("f1", "accuracy")),
-    "stsb": ("STS-B", "dev.tsv", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman")),
-    "qqp": ("QQP", "dev.tsv", ("question1", "question2"), "is_duplicate", ["0", "1"], ("f1", "accuracy")),
-    "mnli": ("MNLI", "dev_matched.tsv", ("sentence1", "sentence2"), "gold_label",
-             ["contradiction", "entailment", "neutral"], ("accuracy",)),
-    "qnli": ("QNLI", "dev.tsv", ("question", "sentence"), "label", ["entailment", "not_entailment"], ("accuracy",)),
-    "rte": ("RTE", "dev.tsv", ("sentence1", "sentence2"), "label", ["entailment", "not_entailment"], ("accuracy",)),
-    "wnli": ("WNLI", "dev.tsv", ("sentence1", "sentence2"), "label", ["0", "1"], ("accuracy",)),
-}
+from eelbert.training import finetuning
 
 
-def read_rows(path, text_columns, label_column, header=True):
-    """[(texts, label string)] from a CSV/TSV file; errors name the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    delimiter = "," if path.suffix == ".csv" else "\t"
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f, delimiter=delimiter, quotechar='"' if delimiter == "," else None))
-    if header:
-        names, rows, first_line = rows[0], rows[1:], 2
-        missing = [c for c in (*text_columns, label_column) if c not in names]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; the header has {names}")
-        text_columns = [names.index(c) for c in text_columns]
-        label_column = names.index(label_column)
-        width = len(names)
-    else:
-        first_line, width = 1, None
-    out = []
-    for line, row in enumerate(rows, start=first_line):
-        if not row:
-            continue
-        needed = max(*text_columns, label_column) + 1
-        if (width is not None and len(row) != width) or len(row) < needed:
-            raise ValueError(f"{path}:{line}: expected {width or needed} columns, found {len(row)}")
-        out.append((tuple(row[i] for i in text_columns), row[label_column], line))
-    return out
-
-
-def encode_labels(rows, path, label_values):
-    """Class ids (or floats for regression); an unknown label is an error naming the file and line."""
-    labels = []
-    for _, label, line in rows:
-        if label_values is None:
-            try:
-                labels.append(float(label))
-            except ValueError:
-                raise ValueError(f"{path}:{line}: label {label!r} is not a number (regression task)") from None
-        elif label not in label_values:
-            raise ValueError(f"{path}:{line}: unknown label {label!r}; expected one of {label_values}")
-        else:
-            labels.append(label_values.index(label))
-    return labels
-
-
-def _ranks(x):
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(len(x))
-    for value in np.unique(x):  # ties share their average rank
-        tied = x == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-def glue_metrics(predictions, labels, names):
-    """The requested GLUE metrics, in percent."""
-    out = {}
-    for name in names:
-        if name == "accuracy":
-            out[name] = float((predictions == labels).mean())
-        elif name == "f1":
-            tp = float(((predictions == 1) & (labels == 1)).sum())
-            precision = tp / max(float((predictions == 1).sum()), 1)
-            recall = tp / max(float((labels == 1).sum()), 1)
-            out[name] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        elif name == "mcc":
-            tp, tn = float(((predictions == 1) & (labels == 1)).sum()), float(((predictions == 0) & (labels == 0)).sum())
-            fp, fn = float(((predictions == 1) & (labels == 0)).sum()), float(((predictions == 0) & (labels == 1)).sum())
-            denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-            out[name] = (tp * tn - fp * fn) / denominator if denominator else 0.0
-        elif name == "pearson":
-            out[name] = float(np.corrcoef(predictions, labels)[0, 1])
-        elif name == "spearman":
-            out[name] = float(np.corrcoef(_ranks(predictions), _ranks(labels))[0, 1])
-    return {name: 100 * value for name, value in out.items()}
-
-
-class TextPairs(torch.utils.data.Dataset):
-    def __init__(self, tokenizer, rows, labels, max_length):
-        texts = list(zip(*(r[0] for r in rows)))
-        self.encoded = tokenizer(*texts, truncation=True, max_length=max_length)
-        self.labels = labels
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return {**{k: v[i] for k, v in self.encoded.items()}, "labels": self.labels[i]}
-
-
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="checkpoint folder or Hub id (EELBERT or BERT)")
-    parser.add_argument("--tokenizer", help="default: the checkpoint's")
-    parser.add_argument("--task", choices=sorted(TASKS))
+    parser.add_argument("--model", required=True, help="checkpoint folder or Hub id (EELBERT or BERT), or a preset "
+                        "(eelbert-* / uno-eelbert / bert-*) or preset JSON for a new model")
+    parser.add_argument("--tokenizer", help="tokenizer folder or Hub id (default: the checkpoint's; a preset needs one)")
+    parser.add_argument("--task", choices=sorted(finetuning.TASKS))
     parser.add_argument("--data-dir", help="the GLUE folder (holding CoLA/, SST-2/, ...)")
     parser.add_argument("--train-file")
     parser.add_argument("--validation-file")
+    parser.add_argument("--test", help="a labelled file to score at the end (with --eval-only: instead of training)")
+    parser.add_argument("--eval-only", action="store_true", help="score the fine-tuned --model on --test, no training")
+    parser.add_argument("--text-column", nargs="+", help="own files: the text column, or two for sentence pairs "
+                        "(default: sentence1 and sentence2, else text, else sentence)")
+    parser.add_argument("--label-column", help="own files: the label column (default: label; 1 with --no-header)")
+    parser.add_argument("--no-header", action="store_true", help="own files have no header: columns are positions")
+    parser.add_argument("--labels", help="own files: the labels in id order, comma-separated (a,b,c)")
     parser.add_argument("--regression", action="store_true", help="own files: float labels")
-    parser.add_argument("--output", required=True)
+    parser.add_argument("--output", help="folder for the model and results.json (required unless --eval-only)")
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument("--max-train-samples", type=int, help="train on the first N rows only (quicker runs)")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--warmup", type=float, default=0.1, help="warm-up steps (>= 1) or share of the steps (< 1); "
+                        "default 0.1")
+    parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--threads", type=int, help="torch threads per process (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    own_data = ("text_column", "label_column", "no_header", "labels", "regression")
     if args.task:
         if not args.data_dir:
             parser.error("--task needs --data-dir")
-        folder, dev_file, text_columns, label_column, label_values, metrics = TASKS[args.task]
-        header = args.task != "cola"
-        train_path, dev_path = Path(args.data_dir) / folder / "train.tsv", Path(args.data_dir) / folder / dev_file
-    else:
-        if not (args.train_file and args.validation_file):
-            parser.error("give --task and --data-dir, or --train-file and --validation-file")
-        train_path, dev_path, header, label_column = Path(args.train_file), Path(args.validation_file), True, "label"
-        with open(train_path, encoding="utf-8-sig") as f:
-            first = f.readline()
-        text_columns = ("sentence1", "sentence2") if "sentence1" in first else ("text",)
-        label_values, metrics = None, ("pearson", "spearman")
-        if not args.regression:
-            label_values = sorted({label for _, label, _ in read_rows(train_path, text_columns, label_column)})
-            metrics = ("accuracy",)
-    train_rows = read_rows(train_path, text_columns, label_column, header)[: args.max_train_samples]
-    dev_rows = read_rows(dev_path, text_columns, label_column, header)
-    train_labels = encode_labels(train_rows, train_path, label_values)
-    dev_labels = encode_labels(dev_rows, dev_path, label_values)
+        given = [f"--{name.replace('_', '-')}" for name in own_data if getattr(args, name)]
+        if given or args.train_file or args.validation_file:
+            parser.error(f"--task reads the GLUE files with their own columns and labels: drop {given or '--train-file/--validation-file'}")
+    elif args.eval_only:
+        if not args.test:
+            parser.error("--eval-only needs --test (or --task and --data-dir: the task's dev set)")
+        if args.regression or args.train_file or args.validation_file:
+            parser.error("--eval-only trains nothing and takes the checkpoint's labels: drop --regression, "
+                         "--train-file and --validation-file")
+    elif not (args.train_file and args.validation_file):
+        parser.error("give --task and --data-dir, or --train-file and --validation-file")
+    if not args.eval_only and not args.output:
+        parser.error("--output is required (unless --eval-only)")
+    if args.text_column and len(args.text_column) > 2:
+        parser.error(f"--text-column takes one column, or two for sentence pairs, not {len(args.text_column)}")
+    if args.regression and args.labels:
+        parser.error("--regression and --labels exclude each other")
+    for name in ("batch_size", "max_length"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    for name in ("warmup", "weight_decay"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
+    if args.no_header:
+        try:
+            args.text_column = tuple(int(c) for c in args.text_column or ["0"])
+            args.label_column = int(1 if args.label_column is None else args.label_column)
+        except ValueError:
+            parser.error("with --no-header, --text-column and --label-column are 0-based positions (0, 1, ...)")
+    return args
 
-    set_seed(args.seed)
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
-    regression = label_values is None
-    model = AutoModelForSequenceClassification.from_pretrained(
-        args.model, trust_remote_code=True, num_labels=1 if regression else len(label_values),
-        problem_type="regression" if regression else "single_label_classification",
-        **({} if regression else {"id2label": dict(enumerate(label_values)), "label2id": {v: i for i, v in enumerate(label_values)}}),
+
+def parse_labels(args):
+    return finetuning.parse_labels(args.labels) if args.labels else None
+
+
+def data_arguments(args) -> dict:
+    """The files, columns and labels the flags describe (a GLUE task's, or your own)."""
+    if args.task:
+        data = finetuning.glue_files(args.task, args.data_dir)
+        if args.eval_only and not args.test:
+            data["train_file"], data["test_file"] = None, data["validation_file"]
+        return data
+    columns = finetuning.Columns(
+        tuple(args.text_column) if args.text_column else None,
+        "label" if args.label_column is None else args.label_column, header=not args.no_header
     )
+    return {"train_file": args.train_file, "validation_file": args.validation_file, "columns": columns,
+            "labels": parse_labels(args), "regression": args.regression, "metrics": None, "task": None}
 
-    def compute_metrics(prediction):
-        logits, labels = prediction
-        predictions = logits.squeeze(-1) if regression else logits.argmax(-1)
-        return glue_metrics(predictions, labels, metrics)
 
-    trainer = Trainer(
-        model=model,
-        args=TrainingArguments(
-            output_dir=args.output, num_train_epochs=args.epochs, max_steps=args.max_steps,
-            per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
-            learning_rate=args.learning_rate, warmup_steps=0.1, eval_strategy="epoch", save_strategy="no",
-            report_to=[], seed=args.seed, use_cpu=not torch.cuda.is_available(),
-        ),
-        train_dataset=TextPairs(tokenizer, train_rows, train_labels, args.max_length),
-        eval_dataset=TextPairs(tokenizer, dev_rows, dev_labels, args.max_length),
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics,
-    )
-    trainer.train()
+def main(argv=None):
+    args = parse_args(argv)
+    import torch
 
-    def dev_scores(logged):
-        return {k.removeprefix("eval_"): v for k, v in logged.items() if k.removeprefix("eval_") in metrics}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        data = data_arguments(args)
+        if args.eval_only:
+            results = finetuning.evaluate(
+                args.model, args.test or data["test_file"], columns=data["columns"],
+                labels=parse_labels(args), metrics=data["metrics"], tokenizer=args.tokenizer,
+                batch_size=args.batch_size, max_length=args.max_length, task=data["task"],
+            )
+            if args.output:
+                from pathlib import Path
 
-    # The dev scores after every epoch (a grid over epochs from one run) and at the end.
-    per_epoch = {round(log["epoch"], 2): dev_scores(log) for log in trainer.state.log_history if "eval_loss" in log}
-    scores = dev_scores(trainer.evaluate())
-    results = {"task": args.task or str(train_path), "model": str(args.model), "metrics": scores,
-               "metrics_per_epoch": per_epoch,
-               "train_rows": len(train_rows), "dev_rows": len(dev_rows), "epochs": args.epochs,
-               "max_steps": args.max_steps, "learning_rate": args.learning_rate, "seed": args.seed}
-    Path(args.output).mkdir(parents=True, exist_ok=True)
-    (Path(args.output) / "results.json").write_text(json.dumps(results, indent=2))
-    trainer.save_model(args.output)
-    tokenizer.save_pretrained(args.output)
+                Path(args.output).mkdir(parents=True, exist_ok=True)
+                (Path(args.output) / "test_results.json").write_text(json.dumps(results, indent=2))
+        else:
+            results = finetuning.fine_tune(
+                args.model, args.tokenizer, output=args.output, test_file=args.test,
+                max_train_samples=args.max_train_samples, max_length=args.max_length, seed=args.seed,
+                num_train_epochs=args.epochs, max_steps=args.max_steps, learning_rate=args.learning_rate,
+                warmup_steps=args.warmup, weight_decay=args.weight_decay, per_device_train_batch_size=args.batch_size,
+                **{k: v for k, v in data.items() if k != "test_file"},
+            )
+    except finetuning.InputError as error:  # a bad file, column, label or model name: one line, no traceback
+        sys.exit(f"run_glue.py: error: {error}")
     print(json.dumps(results))
     return results
 

@@ -1,4 +1,5 @@
-"""examples/run_mlm.py: masked-LM pretraining with Trainer, on one process and under accelerate on two."""
+"""examples/run_mlm.py: masked-LM pretraining with Trainer, on one process and under accelerate on two.
+(examples/run_glue.py and the fine-tuning library: tests/test_finetuning.py.)"""
 
 import json
 import random
@@ -6,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from helpers import GLUE, REPO, WITHOUT_EELBERT, run_python
+from helpers import REPO, WITHOUT_EELBERT, run_python
 
 RUN_MLM = REPO / "examples" / "run_mlm.py"
 ACCELERATE = Path(sys.executable).parent / "accelerate"
@@ -126,88 +126,3 @@ def test_a_datasets_dataset_trains_through_a_token_store_made_once(tokenizer_pat
     wrong_column = subprocess.run([sys.executable, str(RUN_MLM), *args[:4], "--output", str(tmp_path / "x")],
                                   capture_output=True, text=True, cwd=tmp_path)
     assert wrong_column.returncode != 0 and "no column 'text'" in wrong_column.stderr
-
-
-# ---- examples/run_glue.py ----
-
-RUN_GLUE = REPO / "examples" / "run_glue.py"
-
-
-def _glue_module():
-    sys.path.insert(0, str(RUN_GLUE.parent))
-    import run_glue
-
-    return run_glue
-
-
-@pytest.mark.parametrize("task,train_rows,dev_rows", [
-    ("cola", 8551, 1043), ("sst2", 67349, 872), ("mrpc", 3668, 408), ("stsb", 5749, 1500), ("rte", 2490, 277), ("wnli", 635, 71),
-])
-def test_glue_tsv_files_read_with_the_published_sizes(task, train_rows, dev_rows):
-    run_glue = _glue_module()
-    folder, dev_file, text_columns, label_column, label_values, _ = run_glue.TASKS[task]
-    for name, expected in (("train.tsv", train_rows), (dev_file, dev_rows)):
-        rows = run_glue.read_rows(GLUE / folder / name, text_columns, label_column, header=task != "cola")
-        labels = run_glue.encode_labels(rows, name, label_values)
-        assert len(rows) == len(labels) == expected
-        assert all(len(texts) == len(text_columns) and all(texts) for texts, _, _ in rows)
-
-
-def test_glue_metrics_match_hand_computed_values():
-    run_glue = _glue_module()
-    predictions, labels = np.array([1, 1, 0, 0, 1, 0]), np.array([1, 0, 0, 1, 1, 0])
-    scores = run_glue.glue_metrics(predictions, labels, ("accuracy", "f1", "mcc"))
-    # tp=2 fp=1 fn=1 tn=2: accuracy 4/6, precision = recall = 2/3, MCC = (4 - 1) / sqrt(3*3*3*3) = 1/3
-    assert scores == pytest.approx({"accuracy": 100 * 4 / 6, "f1": 100 * 2 / 3, "mcc": 100 / 3})
-    x, y = np.array([1.0, 2.0, 2.0, 4.0]), np.array([1.0, 3.0, 3.0, 10.0])
-    correlations = run_glue.glue_metrics(x, y, ("pearson", "spearman"))
-    assert correlations["spearman"] == pytest.approx(100.0)  # same order, ties included
-    assert correlations["pearson"] == pytest.approx(100 * np.corrcoef(x, y)[0, 1])
-
-
-@pytest.fixture
-def uno_checkpoint(uno_config, tokenizer, tmp_path):
-    import eelbert
-
-    folder = tmp_path / "uno"
-    eelbert.EelbertForMaskedLM(uno_config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("task,metrics", [("rte", {"accuracy"}), ("stsb", {"pearson", "spearman"})])
-def test_glue_fine_tuning_writes_results(uno_checkpoint, tmp_path, task, metrics):
-    output = tmp_path / task
-    _run([sys.executable, str(RUN_GLUE), "--model", str(uno_checkpoint), "--task", task, "--data-dir", str(GLUE),
-          "--output", str(output), "--max-steps", "2", "--batch-size", "8"], cwd=tmp_path)
-    results = json.loads((output / "results.json").read_text())
-    assert results["task"] == task and set(results["metrics"]) == metrics and results["dev_rows"] > 0
-    assert (output / "modeling_eelbert.py").is_file()
-
-
-def test_own_csv_files(uno_checkpoint, tmp_path):
-    for name in ("train.csv", "dev.csv"):
-        (tmp_path / name).write_text("text,label\n" + "\n".join(f'"good, fine {i}",pos\nbad {i},neg' for i in range(8)))
-    _run([sys.executable, str(RUN_GLUE), "--model", str(uno_checkpoint), "--train-file", str(tmp_path / "train.csv"),
-          "--validation-file", str(tmp_path / "dev.csv"), "--output", str(tmp_path / "out"), "--epochs", "2",
-          "--max-train-samples", "10"], cwd=tmp_path)
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert set(results["metrics"]) == {"accuracy"} and results["train_rows"] == 10
-    # dev scores after every epoch; the last is the final score
-    assert list(results["metrics_per_epoch"]) == ["1.0", "2.0"]
-    assert results["metrics_per_epoch"]["2.0"] == results["metrics"]
-
-
-@pytest.mark.parametrize("train,dev,message", [
-    ("text,label\nok,pos\nbroken\n", "text,label\nok,pos\n", "train.csv:3: expected 2 columns, found 1"),
-    ("text,label\nok,pos\nfine,neg\n", "text,label\nok,maybe\n", "dev.csv:2: unknown label 'maybe'"),
-    ("sentence,label\nok,pos\n", "text,label\nok,pos\n", "train.csv: missing column(s) ['text']"),
-])
-def test_bad_files_are_clear_errors_naming_file_and_line(uno_checkpoint, tmp_path, train, dev, message):
-    (tmp_path / "train.csv").write_text(train)
-    (tmp_path / "dev.csv").write_text(dev)
-    result = subprocess.run([sys.executable, str(RUN_GLUE), "--model", str(uno_checkpoint), "--train-file",
-                             str(tmp_path / "train.csv"), "--validation-file", str(tmp_path / "dev.csv"),
-                             "--output", str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode != 0 and message in result.stderr

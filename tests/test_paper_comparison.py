@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import sys
 
 import pytest
 from helpers import GLUE, REPO
@@ -48,6 +47,20 @@ def test_task_score_is_the_mean_of_the_official_metrics(comparison):
     assert comparison.task_score({"mcc": 20.0}) == 20.0
 
 
+def test_a_failed_metric_scores_zero_and_never_wins_the_grid(comparison, tmp_path):
+    # run_glue.py used to write NaN for the correlation of constant predictions; NaN compared false with every
+    # score, so a NaN run listed first won max(). Results files written then must still be scored right.
+    nan = float("nan")
+    runs = {1e-3: {"pearson": nan, "spearman": nan}, 3e-4: {"pearson": 10.0, "spearman": 20.0}}
+    for lr, metrics in runs.items():
+        folder = tmp_path / f"lr{lr:g}"
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps({"learning_rate": lr, "metrics_per_epoch": {"1.0": metrics}}))
+    grid = comparison.task_grid(tmp_path, [1e-3, 3e-4], [1])
+    assert [g["score"] for g in grid] == [0.0, 15.0]
+    assert max(grid, key=lambda g: g["score"])["learning_rate"] == 3e-4
+
+
 @pytest.mark.slow
 def test_a_miniature_comparison_writes_results_a_table_and_a_plot(comparison, tmp_path):
     corpus = tmp_path / "corpus.txt"
@@ -85,8 +98,7 @@ def test_only_learning_rates_finished_by_every_model_are_compared(comparison, tm
 
 
 def test_the_default_run_covers_every_task_in_the_shared_glue_folder(comparison):
-    folders = {p.name for p in GLUE.iterdir() if p.is_dir()}
-    sys.path.insert(0, str(REPO / "examples"))
-    import run_glue
+    from eelbert.training.finetuning import TASKS
 
-    assert {run_glue.TASKS[t][0] for t in comparison.GLUE_TASKS} == folders
+    folders = {p.name for p in GLUE.iterdir() if p.is_dir()}
+    assert {TASKS[t].folder for t in comparison.GLUE_TASKS} == folders
