@@ -537,7 +537,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     The backward pass only scales the gradients kept from the forward pass. Computed in fp32."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, chunk_rows):
+    def forward(ctx, hidden, weight, bias, labels, chunk_rows, count):
         n = hidden.shape[0]
         h, w, b = hidden.float(), weight.float(), bias.float()
         grad_hidden = torch.empty_like(h)
@@ -555,7 +555,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             grad_bias += probabilities.sum(0)
             if grad_weight is not None:
                 grad_weight.addmm_(probabilities.T, rows)
-        scale = 1 / max(n, 1)  # no labelled rows: loss 0 and no gradient, rather than 0 / 0
+        scale = 1 / max(float(n if count is None else count), 1)  # no labelled rows: loss 0, not 0 / 0
         ctx.save_for_backward(
             (grad_hidden * scale).to(hidden.dtype),
             (grad_bias * scale).to(bias.dtype),
@@ -567,16 +567,17 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_hidden, grad_bias, grad_weight = ctx.saved_tensors
         return (grad_hidden * grad_loss, None if grad_weight is None else grad_weight * grad_loss,
-                grad_bias * grad_loss, None, None)
+                grad_bias * grad_loss, None, None, None)
 
 
-def masked_lm_loss(head, hidden_states, labels, hash_table=None, chunk_rows=256):
+def masked_lm_loss(head, hidden_states, labels, hash_table=None, num_items_in_batch=None, chunk_rows=256):
     """The masked-LM loss of the labelled rows `hidden_states` ([n, hidden]) under a prediction head with
     `transform`, a decoder weight and `bias` (EELBERT's, or BERT's `cls.predictions`), without holding their
-    [n, vocab_size] logits: see ChunkedLinearCrossEntropy."""
+    [n, vocab_size] logits: see ChunkedLinearCrossEntropy. The mean over the n rows, or the sum divided by
+    `num_items_in_batch` (the Trainer's count of labels over all processes and accumulation steps)."""
     transformed = head.transform(hidden_states)
     weight = head.decoder_weight(hash_table) if hash_table is not None else head.decoder.weight
-    return ChunkedLinearCrossEntropy.apply(transformed, weight, head.bias, labels, chunk_rows)
+    return ChunkedLinearCrossEntropy.apply(transformed, weight, head.bias, labels, chunk_rows, num_items_in_batch)
 
 
 class EelbertOnlyMLMHead(nn.Module):
@@ -589,6 +590,10 @@ class EelbertOnlyMLMHead(nn.Module):
 
 
 class EelbertForMaskedLM(EelbertPreTrainedModel):
+    # The Trainer passes num_items_in_batch, so that the loss is the mean over every label of all processes and
+    # accumulation steps (not a mean of per-batch means): 2 processes then train exactly as 1 with their batch.
+    accepts_loss_kwargs = True
+
     def __init__(self, config):
         super().__init__(config)
         if config.embedding_table == "per_batch" and config.mlm_decoder == "hash":
@@ -614,8 +619,10 @@ class EelbertForMaskedLM(EelbertPreTrainedModel):
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
+        num_items_in_batch=None,
     ):
-        """`labels`: [batch, seq] token ids to predict, -100 where no prediction is scored. With
+        """`labels`: [batch, seq] token ids to predict, -100 where no prediction is scored; the loss is their mean,
+        or their sum divided by `num_items_in_batch` when given (the Trainer's count across processes). With
         `config.sparse_prediction`, logits are returned for the labelled positions only ([n, vocab_size]), and
         in training (train mode with gradients recorded) not at all (`logits=None`): the loss and its gradients
         are then computed chunk by chunk, without the [n, vocab_size] logits (masked_lm_loss)."""
@@ -637,11 +644,14 @@ class EelbertForMaskedLM(EelbertPreTrainedModel):
         table = self.eelbert.embeddings.word_embeddings.weight
         prediction_scores = loss = None
         if labels is not None and self.config.sparse_prediction and self.training and torch.is_grad_enabled():
-            loss = masked_lm_loss(self.cls.predictions, sequence_output, labels, hash_table=table)
+            loss = masked_lm_loss(self.cls.predictions, sequence_output, labels, table, num_items_in_batch)
         else:
             prediction_scores = self.cls(sequence_output, table)
             if labels is not None:
-                loss = CrossEntropyLoss()(prediction_scores.view(-1, self.config.vocab_size), labels.view(-1))
+                reduction = "mean" if num_items_in_batch is None else "sum"
+                loss = CrossEntropyLoss(reduction=reduction)(prediction_scores.view(-1, self.config.vocab_size), labels.view(-1))
+                if num_items_in_batch is not None:
+                    loss = loss / num_items_in_batch
         output = MaskedLMOutput(
             loss=loss, logits=prediction_scores, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )

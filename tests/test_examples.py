@@ -57,6 +57,34 @@ print(type(model).__name__, len(fill("the cat sat on the [MASK]")))
 
 
 @pytest.mark.slow
+def test_two_processes_train_as_one_process_with_the_same_global_batch(tokenizer_path, corpus, tmp_path):
+    from safetensors.torch import load_file
+
+    preset = json.loads((REPO / "configs" / "uno-eelbert.json").read_text())
+    model = tmp_path / "no-dropout.json"  # dropout draws from each process's own generator
+    model.write_text(json.dumps({**preset, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+    common = ["--model", str(model), "--tokenizer", str(tokenizer_path), "--train", str(corpus), "--token-store",
+              str(tmp_path / "store"), "--block-size", "32", "--max-steps", "4", "--save-steps", "4", "--eval-steps",
+              "4", "--validation-fraction", "0.1", "--learning-rate", "3e-3"]
+    _run([sys.executable, str(RUN_MLM), *common, "--batch-size", "8", "--output", str(tmp_path / "one")], cwd=tmp_path)
+    _run([str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+          "no", "--dynamo_backend", "no", str(RUN_MLM), *common, "--batch-size", "4", "--output", str(tmp_path / "two")],
+         cwd=tmp_path)
+
+    def losses(output):
+        history = json.loads((output / "trainer_state.json").read_text())["log_history"]
+        return [entry["loss"] for entry in history if "loss" in entry]
+
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one) == 4 and np.allclose(one, two, rtol=1e-3), (one, two)
+    assert one[0] != one[-1]  # it trained
+    weights = [load_file(tmp_path / run / "model.safetensors") for run in ("one", "two")]
+    assert weights[0].keys() == weights[1].keys()
+    for name, tensor in weights[0].items():
+        assert np.allclose(tensor.numpy(), weights[1][name].numpy(), rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.slow
 def test_pretraining_resumes_from_its_last_checkpoint(tokenizer_path, corpus, tmp_path):
     output = tmp_path / "out"
     _run([sys.executable, str(RUN_MLM), *_args(tokenizer_path, corpus, output, 2)], cwd=tmp_path)

@@ -88,7 +88,7 @@ def test_chunked_cross_entropy_matches_torch_across_chunk_boundaries(rows):
     weight = torch.randn(50, 8, generator=generator, requires_grad=True)
     bias = torch.randn(50, generator=generator, requires_grad=True)
     labels = torch.randint(0, 50, (rows,), generator=generator)
-    loss = ChunkedLinearCrossEntropy.apply(hidden, weight, bias, labels, 3)  # chunks of 3 rows: 5 and 7 end mid-chunk
+    loss = ChunkedLinearCrossEntropy.apply(hidden, weight, bias, labels, 3, None)  # chunks of 3 rows: 5 and 7 end mid-chunk
     (2 * loss).backward()
     chunked = (loss.detach(), hidden.grad.clone(), weight.grad.clone(), bias.grad.clone())
     hidden.grad = weight.grad = bias.grad = None
@@ -99,6 +99,29 @@ def test_chunked_cross_entropy_matches_torch_across_chunk_boundaries(rows):
     (2 * reference).backward()
     for got, expected in zip(chunked, (reference.detach(), hidden.grad, weight.grad, bias.grad)):
         torch.testing.assert_close(got, expected)
+
+
+def test_masks_depend_on_the_seed_and_the_block_not_on_the_batch(tokenizer):
+    a = {"input_ids": [tokenizer.cls_token_id, *range(2000, 2040), tokenizer.sep_token_id], "block": 7}
+    b = {"input_ids": [tokenizer.cls_token_id, *range(3000, 3040), tokenizer.sep_token_id], "block": 9}
+    collator = pretraining.BlockMasking(tokenizer, seed=3, mlm_probability=0.5)
+    together, alone = collator([a, b]), collator([b])
+    assert "block" not in together and together["input_ids"].shape == (2, 42)
+    assert torch.equal(together["labels"][1], alone["labels"][0]) and torch.equal(together["input_ids"][1], alone["input_ids"][0])
+    assert torch.equal(collator([b])["labels"], alone["labels"])  # again: the same masks
+    assert not torch.equal(pretraining.BlockMasking(tokenizer, seed=4, mlm_probability=0.5)([b])["labels"], alone["labels"])
+    assert not torch.equal(together["labels"][0] != -100, together["labels"][1] != -100)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_num_items_in_batch_divides_the_summed_loss(small_config, train):
+    model = eelbert.EelbertForMaskedLM(eelbert.EelbertConfig(**{**small_config.to_dict(), "sparse_prediction": True}))
+    model.train(train)
+    input_ids, labels, masked = _masked_batch(small_config.vocab_size)
+    mean = model(input_ids, labels=labels).loss
+    over_all_processes = model(input_ids, labels=labels, num_items_in_batch=torch.tensor(4 * int(masked.sum()))).loss
+    torch.testing.assert_close(over_all_processes, mean / 4)
+    assert type(model).accepts_loss_kwargs and pretraining.BertForSparseMaskedLM.accepts_loss_kwargs
 
 
 def test_sparse_prediction_must_be_a_boolean(tokenizer):

@@ -8,6 +8,7 @@ model's compute, is skipped (about 4x faster steps for eelbert-tiny / bert-tiny 
 
 import importlib.util
 import math
+import os
 import re
 import sysconfig
 from pathlib import Path
@@ -85,6 +86,26 @@ def train_wordpiece(paragraphs, vocab_size: int = 8000) -> BertTokenizer:
     return BertTokenizer(vocab=trainer.get_vocab(), do_lower_case=True)
 
 
+class BlockMasking(DataCollatorForLanguageModeling):
+    """DataCollatorForLanguageModeling whose masks are a function of the seed and of each block's place in the token
+    store (its `block`), not of which process, worker or batch position draws it: a run on 2 processes masks
+    exactly what a run on 1 process with the same global batch masks, so both compute the same loss curve, and
+    validation blocks are masked the same way at every evaluation. (Masks are static per block, as in BERT's
+    original data preparation; runs on a large store see each block about once.)"""
+
+    def __init__(self, tokenizer, seed: int = 0, **kwargs):
+        super().__init__(tokenizer, seed=seed, **kwargs)
+
+    def torch_call(self, examples):
+        masked = []
+        for example in examples:
+            example = dict(example)
+            self.generator = torch.Generator().manual_seed((self.seed * 0x9E3779B1 + example.pop("block")) % 2**63)
+            self._generator_pid = os.getpid()  # this generator, not the per-worker one the parent would make
+            masked.append(super().torch_call([example]))
+        return {name: torch.cat([batch[name] for batch in masked]) for name in masked[0]}
+
+
 class WholeWordOffsets:
     """Adds the character offsets that whole-word masking needs to each block. DataCollatorForLanguageModeling
     finds words by gaps between offsets: a continuation piece (`##ing`) starts where the previous token ended, any
@@ -118,17 +139,22 @@ class BertForSparseMaskedLM(BertForMaskedLM):
     """BertForMaskedLM that, given labels, scores only the labelled positions, exactly as EelbertForMaskedLM
     with `sparse_prediction=True`: the plain-BERT baseline trains with the same loss at the same cost."""
 
-    accepts_loss_kwargs = False  # a per-batch mean loss, like EelbertForMaskedLM
+    accepts_loss_kwargs = True  # num_items_in_batch, as EelbertForMaskedLM
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, num_items_in_batch=None,
+                **kwargs):
         if labels is None:
             return super().forward(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
         hidden = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
         labelled = labels != -100
         if self.training and torch.is_grad_enabled():  # the same chunked loss as EELBERT's, no logits held
-            return MaskedLMOutput(loss=masked_lm_loss(self.cls.predictions, hidden[labelled], labels[labelled]))
+            loss = masked_lm_loss(self.cls.predictions, hidden[labelled], labels[labelled], None, num_items_in_batch)
+            return MaskedLMOutput(loss=loss)
         logits = self.cls(hidden[labelled])
-        return MaskedLMOutput(loss=torch.nn.functional.cross_entropy(logits, labels[labelled]), logits=logits)
+        if num_items_in_batch is None:
+            return MaskedLMOutput(loss=torch.nn.functional.cross_entropy(logits, labels[labelled]), logits=logits)
+        loss = torch.nn.functional.cross_entropy(logits, labels[labelled], reduction="sum") / num_items_in_batch
+        return MaskedLMOutput(loss=loss, logits=logits)
 
 
 def is_fresh(name_or_path) -> bool:
@@ -244,7 +270,7 @@ def pretrain(
     )
     if whole_word_masking:
         train, validation = WholeWordOffsets(tokenizer, train), WholeWordOffsets(tokenizer, validation)
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, whole_word_mask=whole_word_masking)
+    collator = BlockMasking(tokenizer, seed=seed, mlm_probability=mlm_probability, whole_word_mask=whole_word_masking)
     if isinstance(model, (str, Path)):
         fresh, model = is_fresh(model), build_model(model, tokenizer)
         if fresh:

@@ -173,7 +173,8 @@ class TokenBlocks(torch.utils.data.Dataset):
     def __getitem__(self, i) -> dict:
         start = int(self.block_indices[i]) * self.body
         ids = self.store.ids[start : start + self.body].astype(np.int64).tolist()
-        return {"input_ids": [self.cls_token_id, *ids, self.sep_token_id]}
+        # `block`: where the block is in the store, whichever process or worker reads it (masks are seeded by it)
+        return {"input_ids": [self.cls_token_id, *ids, self.sep_token_id], "block": int(self.block_indices[i])}
 
 
 def _write_store(lines: Iterable[str], tokenizer, folder: Path, source: dict):
