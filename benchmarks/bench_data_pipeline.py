@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from revisions import earlier_revision, remove_revision
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
@@ -84,27 +86,20 @@ def main():
         store_bytes = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
         print(f"{name}: token store {store_bytes / 1e6:,.1f} MB for {sizes[name] / 1e6:,.1f} MB of text", flush=True)
     if args.baseline_rev:
-        tree = work / "baseline"
-        if not tree.exists():
-            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), args.baseline_rev], check=True)
-        # That revision's package, laid out as installed (eelbert.modeling and eelbert.configs inside it), first
-        # on the path so it is imported instead of this checkout's.
-        package = work / "baseline-package" / "eelbert"
-        shutil.rmtree(package.parent, ignore_errors=True)
-        shutil.copytree(tree / "eelbert", package)
-        for name in ("modeling", "configs"):
-            (package / name).symlink_to(tree / name)
+        tree, env_of_revision = earlier_revision(args.baseline_rev, work)
         command, env = run_mlm(tree / "examples" / "run_mlm.py", args.corpus, work / "out-baseline", work / "cache-baseline")
-        mb, seconds = peak_rss_mb(command, {**env, "PYTHONPATH": str(package.parent)}, work / "run-baseline.log")
+        mb, seconds = peak_rss_mb(command, {**env, **env_of_revision}, work / "run-baseline.log")
         rows.append(("shared corpus", sizes["shared corpus"], f"before ({args.baseline_rev})", "tokenize + train", mb, seconds))
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
+        remove_revision(args.baseline_rev, work)
 
     reference = rows[0][4]
     print(f"\n{args.model}, {args.steps} steps of {args.batch_size} x 128 tokens, one process\n")
-    print("| corpus | text | code | run | peak RSS | vs shared corpus, first run | seconds |")
-    print("| --- | ---: | --- | --- | ---: | ---: | ---: |")
-    for name, size, code, run, mb, seconds in rows:
-        print(f"| {name} | {size / 1e6:,.0f} MB | {code} | {run} | {mb:,.0f} MB | {mb / reference:.2f}x | {seconds:,.0f} |")
+    # Seconds are in results.json, not here: the runs are minutes apart on a shared machine (bench_pretraining.py
+    # measures speed).
+    print("| corpus | text | code | run | peak RSS | vs shared corpus, first run |")
+    print("| --- | ---: | --- | --- | ---: | ---: |")
+    for name, size, code, run, mb, _ in rows:
+        print(f"| {name} | {size / 1e6:,.0f} MB | {code} | {run} | {mb:,.0f} MB | {mb / reference:.2f}x |")
     (work / "results.json").write_text(json.dumps(rows, indent=1))
     print(f"\nresults and logs in {work}")
 

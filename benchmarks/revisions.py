@@ -1,0 +1,27 @@
+"""The package and scripts of an earlier git revision, to measure against in the same run as this checkout."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def earlier_revision(revision: str, work: Path) -> tuple[Path, dict]:
+    """A worktree of `revision` under `work` and the environment that makes its scripts import its own eelbert:
+    its package laid out as installed (eelbert.modeling and eelbert.configs inside it), first on PYTHONPATH."""
+    tree = work / f"revision-{revision}"
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), revision], check=True,
+                       capture_output=True)
+    package = work / f"revision-{revision}-package" / "eelbert"
+    if not package.exists():
+        shutil.copytree(tree / "eelbert", package)
+        for name in ("modeling", "configs"):
+            (package / name).symlink_to(tree / name)
+    return tree, {"PYTHONPATH": str(package.parent)}
+
+
+def remove_revision(revision: str, work: Path):
+    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(work / f"revision-{revision}")],
+                   check=False, capture_output=True)
