@@ -37,8 +37,7 @@ def token_store(train):
     from eelbert.training import token_store as stores
 
     tokenizer = AutoTokenizer.from_pretrained(SHARED / "vocab" / "bert-base-uncased")
-    files, source = stores.files_source([train])
-    return tokenizer, stores.prepare_token_store(stores.file_lines(files), tokenizer, source)
+    return tokenizer, stores.files_token_store([train], tokenizer)
 
 
 def run_variant(name, train, output, steps):

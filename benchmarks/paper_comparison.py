@@ -77,8 +77,7 @@ def pretrain(args, names):
     from eelbert.training import token_store
 
     # Tokenized once, here, into the store every model's run reads (rather than by each of them at once).
-    files, source = token_store.files_source(args.corpus)
-    store = token_store.prepare_token_store(token_store.file_lines(files), AutoTokenizer.from_pretrained(args.tokenizer), source)
+    store = token_store.files_token_store(args.corpus, AutoTokenizer.from_pretrained(args.tokenizer))
     running = {}
     for name in names:
         out = args.work / "pretrained" / name

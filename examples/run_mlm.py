@@ -67,14 +67,12 @@ def open_token_store(args, tokenizer):
     """The token store of the run's text, made by the first process while the others wait, then opened by all."""
     from accelerate import PartialState
 
-    if args.train:
-        files, source = token_store.files_source(args.train)
-        lines = token_store.file_lines(files)
-    else:
+    with PartialState().main_process_first():
+        if args.train:
+            return token_store.files_token_store(args.train, tokenizer, folder=args.token_store)
         source = {"dataset": args.dataset, "config": args.dataset_config, "split": args.dataset_split,
                   "column": args.text_column}
         lines = token_store.dataset_lines(args.dataset, args.dataset_split, args.text_column, args.dataset_config)
-    with PartialState().main_process_first():
         return token_store.prepare_token_store(lines, tokenizer, source, folder=args.token_store)
 
 

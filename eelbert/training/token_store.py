@@ -251,3 +251,9 @@ def prepare_token_store(lines: Iterable[str], tokenizer, source: dict, folder=No
     finally:
         shutil.rmtree(building, ignore_errors=True)
     return TokenStore(folder, tokenizer)
+
+
+def files_token_store(paths, tokenizer, folder=None) -> TokenStore:
+    """The store of text files (or folders of .txt files), read one line at a time: see prepare_token_store."""
+    files, source = files_source(paths)
+    return prepare_token_store(file_lines(files), tokenizer, source, folder=folder)
