@@ -93,7 +93,7 @@ def murmur3_32(data: torch.Tensor, lengths: torch.Tensor, seed: int) -> torch.Te
     """MurmurHash3_x86_32 of each row of `data` ([rows, width] int64 bytes, zero after `lengths`)."""
     rows, width = data.shape
     data = torch.nn.functional.pad(data, (0, 4 - width % 4 + 4))  # room for the tail of a full row
-    h = torch.full((rows,), seed & _MASK32, dtype=torch.int64)
+    h = torch.full((rows,), seed & _MASK32, dtype=torch.int64, device=data.device)
     num_blocks = lengths // 4
     for block in range(width // 4):
         b = data[:, 4 * block : 4 * block + 4]
@@ -102,7 +102,7 @@ def murmur3_32(data: torch.Tensor, lengths: torch.Tensor, seed: int) -> torch.Te
         mixed = (mixed * 5 + 0xE6546B64) & _MASK32
         h = torch.where(block < num_blocks, mixed, h)
     # Tail: the 0-3 bytes after the last full block (bytes past the length are zero, so k = 0 is a no-op).
-    tail_start = (4 * num_blocks).unsqueeze(1) + torch.arange(3)
+    tail_start = (4 * num_blocks).unsqueeze(1) + torch.arange(3, device=data.device)
     t = data.gather(1, tail_start)
     h = h ^ _scramble(t[:, 0] | (t[:, 1] << 8) | (t[:, 2] << 16))
     h = h ^ lengths
@@ -115,21 +115,21 @@ def murmur3_32(data: torch.Tensor, lengths: torch.Tensor, seed: int) -> torch.Te
 
 def _utf8(code_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """UTF-8 bytes of each row of code points ([rows, n], -1 = absent) -> ([rows, 4n] bytes, lengths)."""
-    cp = code_points.clamp(min=0)
+    cp, device = code_points.clamp(min=0), code_points.device
     rows, n = cp.shape
     nbytes = torch.where(code_points < 0, 0, 1 + (cp >= 0x80).long() + (cp >= 0x800).long() + (cp >= 0x10000).long())
     # Lead byte: the code point itself (1 byte) or a length marker and its top bits; then continuation
     # bytes 10xxxxxx carrying 6 bits each, most significant first.
-    lead_marker = torch.tensor([0, 0, 0xC0, 0xE0, 0xF0])[nbytes]
+    lead_marker = torch.tensor([0, 0, 0xC0, 0xE0, 0xF0], device=device)[nbytes]
     parts = [lead_marker | (cp >> (6 * (nbytes - 1).clamp(min=0)))]
     for j in range(1, 4):
         parts.append(0x80 | ((cp >> (6 * (nbytes - 1 - j)).clamp(min=0)) & 0x3F))
     byte_values = torch.stack(parts, -1)
     offsets = nbytes.cumsum(1) - nbytes
-    positions = offsets.unsqueeze(-1) + torch.arange(4)
-    valid = torch.arange(4) < nbytes.unsqueeze(-1)
-    out = torch.zeros(rows, 4 * n, dtype=torch.int64)
-    row_index = torch.arange(rows).view(rows, 1, 1).expand(rows, n, 4)
+    positions = offsets.unsqueeze(-1) + torch.arange(4, device=device)
+    valid = torch.arange(4, device=device) < nbytes.unsqueeze(-1)
+    out = torch.zeros(rows, 4 * n, dtype=torch.int64, device=device)
+    row_index = torch.arange(rows, device=device).view(rows, 1, 1).expand(rows, n, 4)
     out[row_index[valid], positions[valid]] = byte_values[valid]
     return out, nbytes.sum(1)
 
@@ -140,7 +140,7 @@ def _signatures(code_points: torch.Tensor, hash_function: str, seed: int) -> tor
         data, lengths = _utf8(code_points)
         return murmur3_32(data, lengths, seed) % SIGNATURE_MODULUS
     if hash_function == "rolling":
-        h = torch.full(code_points.shape[:1], seed % SIGNATURE_MODULUS, dtype=torch.int64)
+        h = torch.full(code_points.shape[:1], seed % SIGNATURE_MODULUS, dtype=torch.int64, device=code_points.device)
         for column in code_points.unbind(1):
             h = torch.where(column >= 0, (h * ROLLING_HASH_BASE + column) % SIGNATURE_MODULUS, h)
         return h
@@ -165,15 +165,15 @@ def _project(signatures: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 # ---- Strings to code points ----
 
 
-def _flat_code_points(strings: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """All strings' code points back to back (int64) and each string's length."""
+def _flat_code_points(strings: list[str], device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """All strings' code points back to back (int64) and each string's length, on `device`."""
     try:
         encoded = "".join(strings).encode("utf-32-le")
     except UnicodeEncodeError as error:
         bad = next(s for s in strings if not _encodable(s))
         raise ValueError(f"token {bad!r} is not valid Unicode (lone surrogate): {error.reason}") from None
-    flat = torch.frombuffer(bytearray(encoded), dtype=torch.int32).long() if encoded else torch.zeros(0, dtype=torch.long)
-    return flat, torch.tensor(list(map(len, strings)), dtype=torch.int64)
+    flat = torch.frombuffer(bytearray(encoded), dtype=torch.int32) if encoded else torch.zeros(0, dtype=torch.int32, device="cpu")
+    return flat.to(device=device, dtype=torch.int64), torch.tensor(list(map(len, strings)), dtype=torch.int64, device=device)
 
 
 def _encodable(s: str) -> bool:
@@ -184,13 +184,13 @@ def _encodable(s: str) -> bool:
         return False
 
 
-def _code_point_rows(strings: list[str]) -> torch.Tensor:
+def _code_point_rows(strings: list[str], device="cpu") -> torch.Tensor:
     """[len(strings), longest] code points, -1 after each string's end."""
-    flat, lengths = _flat_code_points(strings)
-    rows = torch.full((len(strings), int(lengths.max()) if len(strings) else 0), -1, dtype=torch.int64)
-    row_of = torch.repeat_interleave(torch.arange(len(strings)), lengths)
+    flat, lengths = _flat_code_points(strings, device)
+    rows = torch.full((len(strings), int(lengths.max()) if len(strings) else 0), -1, dtype=torch.int64, device=device)
+    row_of = torch.repeat_interleave(torch.arange(len(strings), device=device), lengths)
     starts = lengths.cumsum(0) - lengths
-    rows[row_of, torch.arange(flat.numel()) - starts[row_of]] = flat
+    rows[row_of, torch.arange(flat.numel(), device=device) - starts[row_of]] = flat
     return rows
 
 
@@ -203,7 +203,7 @@ def mark_token(token: str, continuing_subword_prefix: str | None = "##") -> str:
 
 def _mark(flat: torch.Tensor, lengths: torch.Tensor, prefix: str | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 1 (`mark_token`) on all tokens' code points at once: returns the marked code points and lengths."""
-    starts = lengths.cumsum(0) - lengths
+    starts, device = lengths.cumsum(0) - lengths, flat.device
     p = len(prefix) if prefix else 0
     is_continuation = torch.zeros_like(lengths, dtype=torch.bool)
     if p and flat.numel():
@@ -212,12 +212,12 @@ def _mark(flat: torch.Tensor, lengths: torch.Tensor, prefix: str | None) -> tupl
             is_continuation &= flat[(starts + j).clamp(max=flat.numel() - 1)] == ord(char)
     new_lengths = torch.where(is_continuation, lengths - p, lengths + 1)
     new_starts = new_lengths.cumsum(0) - new_lengths
-    token_of = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    token_of = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
     # Each code point moves back by p (continuation pieces; the prefix falls off) or forward by 1 (after the marker).
-    destination = new_starts[token_of] + torch.arange(flat.numel()) - starts[token_of]
+    destination = new_starts[token_of] + torch.arange(flat.numel(), device=device) - starts[token_of]
     destination += torch.where(is_continuation, -p, 1)[token_of]
     kept = destination >= new_starts[token_of]
-    marked = torch.empty(int(new_lengths.sum()), dtype=torch.int64)
+    marked = torch.empty(int(new_lengths.sum()), dtype=torch.int64, device=device)
     marked[destination[kept]] = flat[kept]
     marked[new_starts[~is_continuation]] = ord(WORD_START_MARKER)
     return marked, new_lengths
@@ -226,37 +226,37 @@ def _mark(flat: torch.Tensor, lengths: torch.Tensor, prefix: str | None) -> tupl
 def _sum_rows(row_of: torch.Tensor, column: torch.Tensor, num_rows: int, values: torch.Tensor) -> torch.Tensor:
     """out[r] = sum of values[column[i]] over the i with row_of[i] == r (row_of sorted): a sparse matmul,
     so the [len(column), dims] gather is never materialised."""
-    crow = torch.zeros(num_rows + 1, dtype=torch.int64)
+    crow = torch.zeros(num_rows + 1, dtype=torch.int64, device=values.device)
     crow[1:] = torch.bincount(row_of, minlength=num_rows).cumsum(0)
-    ones = torch.ones(len(column), dtype=values.dtype)
+    ones = torch.ones(len(column), dtype=values.dtype, device=values.device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-        return torch.sparse_csr_tensor(crow, column, ones, size=(num_rows, len(values))) @ values
+        return torch.sparse_csr_tensor(crow, column, ones, size=(num_rows, len(values)), device=values.device) @ values
 
 
 # ---- The embedding table ----
 
 
 def _pooled_rows(tokens, weights, max_ngram_order, hash_function, hash_seed, continuing_subword_prefix):
-    """Steps 1 and 3-6 for every token: [len(tokens), len(weights)] float32."""
-    num_tokens, half_modulus = len(tokens), SIGNATURE_MODULUS / 2
-    table = torch.zeros(num_tokens, len(weights))
+    """Steps 1 and 3-6 for every token: [len(tokens), len(weights)] float32, on the weights' device."""
+    num_tokens, half_modulus, device = len(tokens), SIGNATURE_MODULUS / 2, weights.device
+    table = torch.zeros(num_tokens, len(weights), device=device)
 
-    flat, lengths = _mark(*_flat_code_points(tokens), continuing_subword_prefix)
-    token_of = torch.repeat_interleave(torch.arange(num_tokens), lengths)
-    position = torch.arange(flat.numel()) - (lengths.cumsum(0) - lengths)[token_of]
+    flat, lengths = _mark(*_flat_code_points(tokens, device), continuing_subword_prefix)
+    token_of = torch.repeat_interleave(torch.arange(num_tokens, device=device), lengths)
+    position = torch.arange(flat.numel(), device=device) - (lengths.cumsum(0) - lengths)[token_of]
     windows = torch.nn.functional.pad(flat, (0, max_ngram_order - 1))
     # Many tokens share n-grams: hash and project each distinct n-gram once. An n-gram's id is the
     # distinct (id of its (n-1)-gram prefix, last code point) pair, so ids fit in int64 for any n.
-    prefix_id = torch.zeros(flat.numel(), dtype=torch.int64)
+    prefix_id = torch.zeros(flat.numel(), dtype=torch.int64, device=device)
     first_dim = 0
     for n, dims in enumerate(order_dimensions(len(weights), max_ngram_order), start=1):
         starts = torch.nonzero(position + n <= lengths[token_of]).squeeze(1)
         keys = (prefix_id[starts] << 21) | windows[starts + n - 1]  # code points < 2**21
         unique_keys, gram_id = torch.unique(keys, return_inverse=True)
-        first_start = torch.full((len(unique_keys),), flat.numel()).scatter_reduce_(0, gram_id, starts, "amin")
+        first_start = torch.full((len(unique_keys),), flat.numel(), device=device).scatter_reduce_(0, gram_id, starts, "amin")
         signatures = _signatures(windows.unfold(0, n, 1)[first_start], hash_function, hash_seed)
-        projected = torch.empty(len(signatures), dims, dtype=torch.float64)
+        projected = torch.empty(len(signatures), dims, dtype=torch.float64, device=device)
         for chunk in range(0, len(signatures), _CHUNK):  # bounds the int64 temporaries
             projected[chunk : chunk + _CHUNK] = _project(signatures[chunk : chunk + _CHUNK], weights[first_dim : first_dim + dims])
         # Sums of integers below 2**53 are exact in float64, whatever the order of addition.
@@ -279,12 +279,14 @@ def hash_embedding_table(
     special_tokens: list[str] | tuple[str, ...] = (),
     continuing_subword_prefix: str | None = "##",
     hash_version: int = HASH_VERSION,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """E(t) for every token: a [len(tokens), embedding_size] float32 tensor on the CPU."""
+    """E(t) for every token: a [len(tokens), embedding_size] float32 tensor, computed on `device` (default: the
+    CPU; the same values on any device, the arithmetic being exact)."""
     check_hash_settings(embedding_size=embedding_size, max_ngram_order=max_ngram_order, hash_function=hash_function,
                         hash_seed=hash_seed, hash_version=hash_version)
-    weights = projection_weights(embedding_size)
-    table = torch.empty(len(tokens), embedding_size)
+    weights = projection_weights(embedding_size).to(device or "cpu")
+    table = torch.empty(len(tokens), embedding_size, device=weights.device)
     # In chunks of tokens, so that the temporaries stay small next to the table itself.
     for start in range(0, len(tokens), _TOKENS_PER_CHUNK):
         chunk = tokens[start : start + _TOKENS_PER_CHUNK]
@@ -296,6 +298,6 @@ def hash_embedding_table(
     special = set(special_tokens)
     special_ids = [i for i, token in enumerate(tokens) if token in special] if special else []
     if special_ids:
-        signatures = _signatures(_code_point_rows([tokens[i] for i in special_ids]), hash_function, hash_seed)
+        signatures = _signatures(_code_point_rows([tokens[i] for i in special_ids], weights.device), hash_function, hash_seed)
         table[special_ids] = (_project(signatures, weights).double() / (SIGNATURE_MODULUS / 2)).float()
     return table

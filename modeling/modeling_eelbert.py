@@ -73,7 +73,7 @@ class EelbertHashEmbedding(nn.Module):
             return
         self.complete = self.config.embedding_table == "full"
         if self.complete:
-            init.copy_(self.table, vocabulary_table(self.config))
+            init.copy_(self.table, vocabulary_table(self.config, self.table.device))
         else:
             init.zeros_(self.table)
         init.constant_(self.built, self.complete)
@@ -82,13 +82,16 @@ class EelbertHashEmbedding(nn.Module):
     def weight(self) -> torch.Tensor:
         """The whole [vocab_size, embedding_size] table, computing any missing rows."""
         if self.config.embedding_table == "per_batch":
-            return vocabulary_table(self.config)
+            return vocabulary_table(self.config, self.table.device)
         return self.table if self.complete else self._build_whole_table()
+
+    def _vocabulary(self) -> str:
+        return f"the vocabulary of {self.num_embeddings} tokens (ids 0..{self.num_embeddings - 1})"
 
     @torch.compiler.disable  # under torch.compile, hash between graphs: the hashing reads Python strings
     def _build_whole_table(self) -> torch.Tensor:
         with _untraced():
-            rows = vocabulary_table(self.config).to(device=self.table.device, dtype=self.table.dtype)
+            rows = vocabulary_table(self.config, self.table.device).to(self.table.dtype)
             if torch.compiler.is_exporting():
                 # torch.export traces with fake stand-ins for the buffers, so the rows cannot be stored: they
                 # become a constant of the exported program instead.
@@ -100,17 +103,17 @@ class EelbertHashEmbedding(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
-        vocabulary = f"the vocabulary of {self.num_embeddings} tokens (ids 0..{self.num_embeddings - 1})"
-        if tracing and not torch.onnx.is_in_onnx_export():
-            # A graph cannot raise from data; it can assert, so a bad id fails with this message, not a kernel's.
+        if (tracing or input_ids.is_cuda) and not torch.onnx.is_in_onnx_export():
+            # A graph cannot raise from data, and reading a CUDA value back would stall every step: assert on the
+            # device instead, so a bad id fails with this message, not an index kernel's.
             inside = ((input_ids >= 0) & (input_ids < self.num_embeddings)).all()
-            torch._assert_async(inside, f"input_ids contain an id outside {vocabulary}")
+            torch._assert_async(inside, f"input_ids contain an id outside {self._vocabulary()}")
         elif not tracing and input_ids.numel():
             low, high = (int(x) for x in torch.aminmax(input_ids))
             if low < 0 or high >= self.num_embeddings:
                 raise ValueError(
-                    f"input_ids contain id {high if high >= self.num_embeddings else low}, outside {vocabulary}; "
-                    "to add tokens, use model.set_vocab(tokenizer)"
+                    f"input_ids contain id {high if high >= self.num_embeddings else low}, outside "
+                    f"{self._vocabulary()}; to add tokens, use model.set_vocab(tokenizer)"
                 )
         if self.config.embedding_table == "per_batch":
             return hash_embed_ids(input_ids, self.config)
@@ -120,7 +123,8 @@ class EelbertHashEmbedding(nn.Module):
             ids = torch.unique(input_ids)
             missing = ids[~self.built[ids]]
             vocab = self.config.vocab
-            self.table[missing] = hash_embed([vocab[i] for i in missing.tolist()], self.config).to(self.table)
+            rows = hash_embed([vocab[i] for i in missing.tolist()], self.config, missing.device)
+            self.table[missing] = rows.to(self.table.dtype)
             self.built[missing] = True
         return nn.functional.embedding(input_ids, self.table)
 
@@ -139,9 +143,10 @@ def _untraced():
         torch._C._set_tracing_state(jit_state)
 
 
-def hash_embed(tokens: list[str], config) -> torch.Tensor:
+def hash_embed(tokens: list[str], config, device=None) -> torch.Tensor:
     """The [len(tokens), embedding_size] hash embeddings of any token strings under `config`'s hash settings
-    (the same values the model uses for its vocabulary; `##` pieces and special tokens as in the vocabulary)."""
+    (the same values the model uses for its vocabulary; `##` pieces and special tokens as in the vocabulary),
+    computed on `device` (default: the CPU)."""
     return hash_embedding_table(
         tokens,
         embedding_size=config.embedding_size,
@@ -151,6 +156,7 @@ def hash_embed(tokens: list[str], config) -> torch.Tensor:
         special_tokens=config.special_tokens,
         continuing_subword_prefix=config.continuing_subword_prefix,
         hash_version=config.hash_version,
+        device=device,
     )
 
 
@@ -158,13 +164,13 @@ def hash_embed_ids(input_ids: torch.Tensor, config) -> torch.Tensor:
     """The hash embeddings of token ids ([..., embedding_size]), computing each distinct id once."""
     ids, inverse = torch.unique(input_ids, return_inverse=True)
     vocab = config.vocab
-    return hash_embed([vocab[i] for i in ids.tolist()], config).to(input_ids.device)[inverse]
+    return hash_embed([vocab[i] for i in ids.tolist()], config, input_ids.device)[inverse]
 
 
-def vocabulary_table(config) -> torch.Tensor:
-    """The word-embedding table of the config's vocabulary."""
+def vocabulary_table(config, device=None) -> torch.Tensor:
+    """The word-embedding table of the config's vocabulary, computed on `device` (default: the CPU)."""
     _require_vocab(config)
-    return hash_embed(config.vocab, config)
+    return hash_embed(config.vocab, config, device)
 
 
 class EelbertEmbeddings(nn.Module):

@@ -137,6 +137,39 @@ def test_hash_embed_gives_unseen_strings_the_models_values(small_config):
             assert torch.equal(v, table[small_config.vocab.index(s)])
 
 
+@pytest.mark.parametrize("hash_function", ["murmur3", "rolling"])
+def test_the_table_is_computed_on_the_device_asked_for(hash_function):
+    """Every tensor the hashing makes is on the device asked for (the model asks for its table's, so a CUDA model
+    hashes on the GPU): under a meta default device, any tensor made without naming its device would be meta and
+    the computation would fail or come out meta."""
+    config = _config(hash_function=hash_function)
+    tokens = SAMPLES + ["[CLS]", "##ing", "running"]
+    expected = eelbert.hash_embed(tokens, config)
+    with torch.device("meta"):
+        table = eelbert.hash_embed(tokens, config, "cpu")
+        H.projection_weights.cache_clear()  # the cached weights are made again under the meta default
+        assert torch.equal(eelbert.hash_embed(tokens, config, "cpu"), expected)
+    assert table.device.type == "cpu" and torch.equal(table, expected)
+
+
+@pytest.mark.parametrize("embedding_table", ["lazy", "full", "per_batch"])
+def test_the_model_hashes_on_its_tables_device(small_config, embedding_table, monkeypatch):
+    from eelbert.modeling import modeling_eelbert
+
+    asked = []
+
+    def recording(tokens, device=None, **settings):
+        asked.append(torch.device(device) if device is not None else None)
+        return H.hash_embedding_table(tokens, device=device, **settings)
+
+    monkeypatch.setattr(modeling_eelbert, "hash_embedding_table", recording)
+    small_config.embedding_table = embedding_table
+    model = eelbert.EelbertModel(small_config)
+    model(input_ids=torch.tensor([[101, 7592, 2088, 102]]))
+    model.get_input_embeddings().weight  # noqa: B018 (a lazy table completes itself)
+    assert asked and set(asked) == {torch.device("cpu")}
+
+
 def test_rolling_hash_differs_from_murmur3():
     tokens = ["hello", "world"]
     murmur = eelbert.hash_embed(tokens, _config())

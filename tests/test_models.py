@@ -257,6 +257,11 @@ def test_the_table_follows_the_model_to_the_gpu(small_config, batch):
         assert gpu_model.get_input_embeddings().table.device.type == "cuda"
         gpu = gpu_model(**{k: v.cuda() for k, v in batch.items()}).logits
     assert torch.allclose(gpu.cpu(), cpu, atol=1e-4)
-    fresh = eelbert.EelbertModel(small_config).to("cuda")  # lazy rows computed on the CPU, stored on the GPU
+    fresh = eelbert.EelbertModel(small_config).to("cuda")  # lazy rows hashed on the GPU
     fresh(input_ids=batch["input_ids"].cuda())
     assert torch.equal(fresh.get_input_embeddings().weight.cpu(), eelbert.hash_embed(small_config.vocab, small_config))
+    on_gpu = eelbert.hash_embed(small_config.vocab, small_config, "cuda")  # integer arithmetic: the same bits
+    assert on_gpu.device.type == "cuda" and torch.equal(on_gpu.cpu(), eelbert.hash_embed(small_config.vocab, small_config))
+    with pytest.raises(RuntimeError):  # a bad id fails on the device, without a host sync on good batches
+        fresh(input_ids=torch.tensor([[small_config.vocab_size]], device="cuda"))
+        torch.cuda.synchronize()
