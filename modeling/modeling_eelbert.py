@@ -552,15 +552,18 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         loss = h.new_zeros(())
         for start in range(0, n, chunk_rows):
             rows, targets = h[start : start + chunk_rows], labels[start : start + chunk_rows]
-            logits = torch.addmm(b, rows, w.T)
-            log_total = torch.logsumexp(logits, dim=-1)
-            loss += (log_total - logits.gather(1, targets[:, None]).squeeze(1)).sum()
-            probabilities = logits.sub_(log_total[:, None]).exp_()  # in place: the chunk's one big tensor
-            probabilities[torch.arange(len(targets), device=targets.device), targets] -= 1  # d loss / d logits
-            grad_hidden[start : start + chunk_rows] = probabilities @ w
-            grad_bias += probabilities.sum(0)
+            exps = torch.addmm(b, rows, w.T)  # the chunk's one big tensor: logits, then in place exp(logits - max)
+            target_logits = exps.gather(1, targets[:, None]).squeeze(1)
+            top = exps.amax(1, keepdim=True)
+            sums = exps.sub_(top).exp_().sum(1, keepdim=True)
+            loss += (sums.log() + top).squeeze(1).sub_(target_logits).sum()
+            # d loss / d logits = exps / sums - onehot(targets): the 1 / sums scales the small factor of each product,
+            # and the one-hot part is a gather / scatter, so the big tensor is read by the products only.
+            inverse = sums.reciprocal_()
+            grad_hidden[start : start + chunk_rows] = (exps @ w).mul_(inverse).sub_(w[targets])
+            grad_bias.addmv_(exps.T, inverse.squeeze(1)).index_add_(0, targets, torch.ones_like(target_logits), alpha=-1)
             if grad_weight is not None:
-                grad_weight.addmm_(probabilities.T, rows)
+                grad_weight.addmm_(exps.T, rows * inverse).index_add_(0, targets, rows, alpha=-1)
         scale = 1 / max(float(n if count is None else count), 1)  # no labelled rows: loss 0, not 0 / 0
         ctx.save_for_backward(
             (grad_hidden * scale).to(hidden.dtype),

@@ -79,15 +79,17 @@ def test_bert_baseline_trains_with_the_same_chunked_loss():
         torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("logit_scale", [1, 40])  # 40: logits past 88, where exp overflows in fp32 without the max
 @pytest.mark.parametrize("rows", [0, 1, 5, 7])
-def test_chunked_cross_entropy_matches_torch_across_chunk_boundaries(rows):
+def test_chunked_cross_entropy_matches_torch_across_chunk_boundaries(rows, logit_scale):
     from eelbert.modeling.modeling_eelbert import ChunkedLinearCrossEntropy
 
     generator = torch.Generator().manual_seed(rows)
-    hidden = torch.randn(rows, 8, generator=generator, requires_grad=True)
+    hidden = torch.randn(rows, 8, generator=generator).mul_(logit_scale).requires_grad_()
     weight = torch.randn(50, 8, generator=generator, requires_grad=True)
     bias = torch.randn(50, generator=generator, requires_grad=True)
     labels = torch.randint(0, 50, (rows,), generator=generator)
+    labels[1::3] = labels[0] if rows else labels[1::3]  # a target repeated within a chunk and across chunks
     loss = ChunkedLinearCrossEntropy.apply(hidden, weight, bias, labels, 3, None)  # chunks of 3 rows: 5 and 7 end mid-chunk
     (2 * loss).backward()
     chunked = (loss.detach(), hidden.grad.clone(), weight.grad.clone(), bias.grad.clone())
@@ -98,7 +100,8 @@ def test_chunked_cross_entropy_matches_torch_across_chunk_boundaries(rows):
     reference = torch.nn.functional.cross_entropy(hidden @ weight.T + bias, labels)
     (2 * reference).backward()
     for got, expected in zip(chunked, (reference.detach(), hidden.grad, weight.grad, bias.grad)):
-        torch.testing.assert_close(got, expected)
+        # fp32 gradients of near-certain predictions lose digits whichever way they are summed: scale the tolerance
+        torch.testing.assert_close(got, expected, rtol=1e-5 * logit_scale, atol=1e-5 * logit_scale)
 
 
 def test_masks_depend_on_the_seed_and_the_block_not_on_the_batch(tokenizer):
