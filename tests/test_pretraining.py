@@ -116,6 +116,23 @@ def test_masks_depend_on_the_seed_and_the_block_not_on_the_batch(tokenizer):
     assert not torch.equal(together["labels"][0] != -100, together["labels"][1] != -100)
 
 
+@pytest.mark.parametrize("whole_word_mask", [False, True])
+def test_block_masking_masks_as_the_stock_collator_does_with_the_blocks_generator(tokenizer, whole_word_mask):
+    from transformers import DataCollatorForLanguageModeling
+
+    ids = [tokenizer.cls_token_id, *range(2000, 2060), tokenizer.mask_token_id, *range(5000, 5060), tokenizer.sep_token_id]
+    example = {"input_ids": ids, "block": 11}
+    if whole_word_mask:
+        example["offset_mapping"] = pretraining.word_offsets(torch.tensor(ids).numpy(), torch.tensor(
+            [t.startswith("##") for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]).numpy())
+    ours = pretraining.BlockMasking(tokenizer, seed=5, mlm_probability=0.4, whole_word_mask=whole_word_mask)([example])
+    stock = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.4, whole_word_mask=whole_word_mask)
+    stock.generator = torch.Generator().manual_seed((5 * 0x9E3779B1 + 11) % 2**63)
+    expected = stock.torch_call([{k: v for k, v in example.items() if k != "block"}])
+    assert torch.equal(ours["input_ids"], expected["input_ids"]) and torch.equal(ours["labels"], expected["labels"])
+    assert (ours["labels"] != -100).any() and not (ours["labels"][0, [0, 61, -1]] != -100).any()  # specials never
+
+
 @pytest.mark.parametrize("train", [True, False])
 def test_num_items_in_batch_divides_the_summed_loss(small_config, train):
     model = eelbert.EelbertForMaskedLM(eelbert.EelbertConfig(**{**small_config.to_dict(), "sparse_prediction": True}))

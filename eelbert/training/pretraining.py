@@ -95,15 +95,19 @@ class BlockMasking(DataCollatorForLanguageModeling):
 
     def __init__(self, tokenizer, seed: int = 0, **kwargs):
         super().__init__(tokenizer, seed=seed, **kwargs)
+        self.special_ids = torch.tensor(tokenizer.all_special_ids)
 
     def torch_call(self, examples):
-        masked = []
-        for example in examples:
-            example = dict(example)
-            self.generator = torch.Generator().manual_seed((self.seed * 0x9E3779B1 + example.pop("block")) % 2**63)
-            self._generator_pid = os.getpid()  # this generator, not the per-worker one the parent would make
-            masked.append(super().torch_call([example]))
-        return {name: torch.cat([batch[name] for batch in masked]) for name in masked[0]}
+        # Blocks all have the same length: no padding and no attention mask (all ones) to make, and the special
+        # tokens found at once (the stock collator asks the tokenizer token by token).
+        input_ids = torch.tensor([example["input_ids"] for example in examples])
+        special = torch.isin(input_ids, self.special_ids)
+        labels = torch.empty_like(input_ids)
+        for i, example in enumerate(examples):
+            self.generator = torch.Generator().manual_seed((self.seed * 0x9E3779B1 + example["block"]) % 2**63)
+            offsets = [example["offset_mapping"]] if "offset_mapping" in example else None  # whole-word masking
+            input_ids[i : i + 1], labels[i : i + 1] = self.torch_mask_tokens(input_ids[i : i + 1], special[i : i + 1], offsets)
+        return {"input_ids": input_ids, "labels": labels}
 
 
 class WholeWordOffsets:
