@@ -29,9 +29,9 @@ ACCELERATE = Path(sys.executable).parent / "accelerate"
 LAYOUTS = {"1 process x 2 threads": (1, 2), "2 processes x 1 thread": (2, 1)}
 
 
-def run(script: Path, model: str, processes: int, threads: int, args, output: Path, env_extra: dict) -> float:
+def run(script: Path, model: str, processes: int, threads: int, args, output: Path, env_extra: dict, extra=()) -> float:
     """Tokens per second of one pretraining run."""
-    options = ["--model", model, "--tokenizer", str(args.tokenizer), "--train", str(args.corpus), "--output", str(output),
+    options = [*extra, "--model", model, "--tokenizer", str(args.tokenizer), "--train", str(args.corpus), "--output", str(output),
                "--max-steps", str(args.steps), "--batch-size", str(args.batch_size // processes),
                "--save-steps", str(10 * args.steps), "--eval-steps", str(10 * args.steps),
                "--validation-fraction", "0.01", "--learning-rate", "1e-3"]
@@ -58,29 +58,32 @@ def main():
     parser.add_argument("--repeats", type=int, default=1, help="runs of each (median reported)")
     parser.add_argument("--corpus", type=Path, default=SHARED / "corpus" / "registry" / "brown_corpus.txt")
     parser.add_argument("--tokenizer", type=Path, default=SHARED / "vocab" / "bert-base-uncased")
+    parser.add_argument("--options", default="", help="more run_mlm.py options for this code's runs only, to measure "
+                        "what one pays (e.g. \"--dataloader-workers 1\" or \"--torch-compile\")")
     parser.add_argument("--work", type=Path, help="where runs and logs go (default: a temporary folder)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-pretraining-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ["EELBERT_CACHE"] = str(work / "cache")  # this code's token store, made by the first run, reused after
     tree, env_of_revision = earlier_revision(args.baseline_rev, work)
-    scripts = {"this code": (REPO / "examples" / "run_mlm.py", {}),
-               f"before ({args.baseline_rev})": (tree / "examples" / "run_mlm.py", env_of_revision)}
+    scripts = {"this code": (REPO / "examples" / "run_mlm.py", {}, args.options.split()),
+               f"before ({args.baseline_rev})": (tree / "examples" / "run_mlm.py", env_of_revision, [])}
     speeds, runs = {}, 0
     for _ in range(args.repeats):
         for model in args.models:
             for layout, (processes, threads) in LAYOUTS.items():
-                for code, (script, env) in scripts.items():
+                for code, (script, env, extra) in scripts.items():
                     runs += 1
                     output = work / f"run-{runs}"
-                    tokens_per_second = run(script, model, processes, threads, args, output, env)
+                    tokens_per_second = run(script, model, processes, threads, args, output, env, extra)
                     speeds.setdefault((model, layout, code), []).append(tokens_per_second)
                     print(f"{model}, {layout}, {code}: {tokens_per_second:,.0f} tokens/s", flush=True)
     remove_revision(args.baseline_rev, work)
 
     before = f"before ({args.baseline_rev})"
     median = {key: statistics.median(values) for key, values in speeds.items()}
-    print(f"\n{args.steps} steps of {args.batch_size} x 128 tokens (global), {args.corpus.name}; median of {args.repeats}\n")
+    print(f"\n{args.steps} steps of {args.batch_size} x 128 tokens (global), {args.corpus.name}; median of {args.repeats}"
+          + (f"; this code with {args.options}" if args.options else "") + "\n")
     print("| model | layout | tokens/s | before | speed-up | 2-process scaling | before |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for model in args.models:
