@@ -544,39 +544,41 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, chunk_rows, count):
-        n = hidden.shape[0]
-        h, w, b = hidden.float(), weight.float(), bias.float()
-        grad_hidden = torch.empty_like(h)
-        grad_bias = torch.zeros_like(b)
-        grad_weight = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
-        loss = h.new_zeros(())
-        for start in range(0, n, chunk_rows):
-            rows, targets = h[start : start + chunk_rows], labels[start : start + chunk_rows]
-            exps = torch.addmm(b, rows, w.T)  # the chunk's one big tensor: logits, then in place exp(logits - max)
-            target_logits = exps.gather(1, targets[:, None]).squeeze(1)
-            top = exps.amax(1, keepdim=True)
-            sums = exps.sub_(top).exp_().sum(1, keepdim=True)
-            loss += (sums.log() + top).squeeze(1).sub_(target_logits).sum()
-            # d loss / d logits = exps / sums - onehot(targets): the 1 / sums scales the small factor of each product,
-            # and the one-hot part is a gather / scatter, so the big tensor is read by the products only.
-            inverse = sums.reciprocal_()
-            grad_hidden[start : start + chunk_rows] = (exps @ w).mul_(inverse).sub_(w[targets])
-            grad_bias.addmv_(exps.T, inverse.squeeze(1)).index_add_(0, targets, torch.ones_like(target_logits), alpha=-1)
-            if grad_weight is not None:
-                grad_weight.addmm_(exps.T, rows * inverse).index_add_(0, targets, rows, alpha=-1)
-        scale = 1 / max(float(n if count is None else count), 1)  # no labelled rows: loss 0, not 0 / 0
-        ctx.save_for_backward(
-            (grad_hidden * scale).to(hidden.dtype),
-            (grad_bias * scale).to(bias.dtype),
-            None if grad_weight is None else (grad_weight * scale).to(weight.dtype),
-        )
-        return (loss * scale).to(hidden.dtype)
+        with torch.autocast(hidden.device.type, enabled=False):  # in fp32 under bf16/fp16 autocast too
+            n = hidden.shape[0]
+            h, w, b = hidden.float(), weight.float(), bias.float()
+            grad_hidden = torch.empty_like(h)
+            grad_bias = torch.zeros_like(b)
+            grad_weight = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
+            loss = h.new_zeros(())
+            for start in range(0, n, chunk_rows):
+                rows, targets = h[start : start + chunk_rows], labels[start : start + chunk_rows]
+                exps = torch.addmm(b, rows, w.T)  # the chunk's one big tensor: logits, then in place exp(logits - max)
+                target_logits = exps.gather(1, targets[:, None]).squeeze(1)
+                top = exps.amax(1, keepdim=True)
+                sums = exps.sub_(top).exp_().sum(1, keepdim=True)
+                loss += (sums.log() + top).squeeze(1).sub_(target_logits).sum()
+                # d loss / d logits = exps / sums - onehot(targets): the 1 / sums scales the small factor of each product,
+                # and the one-hot part is a gather / scatter, so the big tensor is read by the products only.
+                inverse = sums.reciprocal_()
+                grad_hidden[start : start + chunk_rows] = (exps @ w).mul_(inverse).sub_(w[targets])
+                grad_bias.addmv_(exps.T, inverse.squeeze(1)).index_add_(0, targets, torch.ones_like(target_logits), alpha=-1)
+                if grad_weight is not None:
+                    grad_weight.addmm_(exps.T, rows * inverse).index_add_(0, targets, rows, alpha=-1)
+            scale = 1 / max(float(n if count is None else count), 1)  # no labelled rows: loss 0, not 0 / 0
+            ctx.save_for_backward(
+                (grad_hidden * scale).to(hidden.dtype),
+                (grad_bias * scale).to(bias.dtype),
+                None if grad_weight is None else (grad_weight * scale).to(weight.dtype),
+            )
+            return (loss * scale).to(torch.promote_types(hidden.dtype, torch.float32))  # an fp32 loss under bf16
 
     @staticmethod
     def backward(ctx, grad_loss):
         grad_hidden, grad_bias, grad_weight = ctx.saved_tensors
-        return (grad_hidden * grad_loss, None if grad_weight is None else grad_weight * grad_loss,
-                grad_bias * grad_loss, None, None, None)
+        return (grad_hidden * grad_loss.to(grad_hidden.dtype),
+                None if grad_weight is None else grad_weight * grad_loss.to(grad_weight.dtype),
+                grad_bias * grad_loss.to(grad_bias.dtype), None, None, None)
 
 
 def masked_lm_loss(head, hidden_states, labels, hash_table=None, num_items_in_batch=None, chunk_rows=256):

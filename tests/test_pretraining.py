@@ -104,6 +104,25 @@ def test_chunked_cross_entropy_matches_torch_across_chunk_boundaries(rows, logit
         torch.testing.assert_close(got, expected, rtol=1e-5 * logit_scale, atol=1e-5 * logit_scale)
 
 
+def test_chunked_cross_entropy_runs_in_fp32_under_bf16_autocast():
+    from eelbert.modeling.modeling_eelbert import ChunkedLinearCrossEntropy
+
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(9, 8, generator=generator)
+    transform = torch.nn.Linear(8, 8)
+    weight = torch.randn(50, 8, generator=generator, requires_grad=True)
+    bias = torch.randn(50, generator=generator, requires_grad=True)
+    labels = torch.randint(0, 50, (9,), generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = transform(inputs)  # bf16, as a head's transform gives under autocast
+        loss = ChunkedLinearCrossEntropy.apply(hidden, weight, bias, labels, 4, None)
+    loss.backward()
+    assert hidden.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    assert weight.grad.dtype == torch.float32 and transform.weight.grad.dtype == torch.float32
+    reference = torch.nn.functional.cross_entropy(hidden.detach().float() @ weight.detach().T + bias.detach(), labels)
+    torch.testing.assert_close(loss.detach(), reference)
+
+
 def test_masks_depend_on_the_seed_and_the_block_not_on_the_batch(tokenizer):
     a = {"input_ids": [tokenizer.cls_token_id, *range(2000, 2040), tokenizer.sep_token_id], "block": 7}
     b = {"input_ids": [tokenizer.cls_token_id, *range(3000, 3040), tokenizer.sep_token_id], "block": 9}
