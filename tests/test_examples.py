@@ -97,6 +97,23 @@ def test_pretraining_resumes_from_its_last_checkpoint(tokenizer_path, corpus, tm
     assert [entry["step"] for entry in state["log_history"] if "loss" in entry][:2] == [1, 2]
 
 
+@pytest.mark.slow
+def test_bf16_accumulation_compile_workers_and_threads_are_options_that_train(tokenizer_path, corpus, tmp_path):
+    output = tmp_path / "out"
+    _run([sys.executable, str(RUN_MLM), *_args(tokenizer_path, corpus, output, 2), "--bf16", "--torch-compile",
+          "--gradient-accumulation-steps", "2", "--dataloader-workers", "1", "--threads", "1"], cwd=tmp_path)
+    out = run_python(f"""
+import torch
+args = torch.load({str(output / "training_args.bin")!r}, weights_only=False)
+print(args.bf16, args.torch_compile, args.gradient_accumulation_steps, args.dataloader_num_workers)
+""", cwd=tmp_path)
+    assert out.split() == ["True", "True", "2", "1"]
+    history = json.loads((output / "trainer_state.json").read_text())["log_history"]
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert len(losses) == 2 and all(np.isfinite(losses)) and history[-1]["step"] == 2
+    assert np.isfinite(json.loads((output / "all_results.json").read_text())["eval_loss"])
+
+
 def test_help_shows_the_accelerate_command_that_starts_several_cpu_processes():
     result = subprocess.run([sys.executable, str(RUN_MLM), "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "accelerate launch --multi_gpu --num_processes 2" in result.stdout
