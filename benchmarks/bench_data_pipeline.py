@@ -8,7 +8,9 @@ folder), runs examples/run_mlm.py in a fresh process with an empty token-store c
 text into the store and trains --steps steps; a second run reuses the store. Each run's peak resident memory
 (ru_maxrss of the process) is printed with its ratio to the shared corpus's. With --baseline-rev, the same first
 run is made with run_mlm.py from a git worktree of that revision (the shared corpus only: before the store, memory
-grew with the corpus). Data and stores go to --work (a temporary folder by default), never into the repository.
+grew with the corpus). A last run reuses the shared corpus's store with glibc's MALLOC_MMAP_THRESHOLD_ set (the
+memory the step frees goes back to the system instead of staying resident; bench_pretraining.py --env measures
+what that costs in speed). Data and stores go to --work (a temporary folder by default), never into the repository.
 """
 
 import argparse
@@ -60,6 +62,9 @@ def main():
     parser.add_argument("--model", default="bert-tiny")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--malloc-mmap-threshold", type=int, default=1 << 20,
+                        help="also reuse the shared corpus's store with glibc's MALLOC_MMAP_THRESHOLD_ at this many "
+                        "bytes (freed blocks above it go back to the system at once; 0: skip)")
     parser.add_argument("--baseline-rev", help="also measure run_mlm.py of this git revision (shared corpus only)")
     parser.add_argument("--work", type=Path, help="where data, stores and logs go (default: a temporary folder)")
     args = parser.parse_args()
@@ -85,6 +90,13 @@ def main():
             print(f"{name}: {run}: peak {mb:,.0f} MB, {seconds:,.0f} s", flush=True)
         store_bytes = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
         print(f"{name}: token store {store_bytes / 1e6:,.1f} MB for {sizes[name] / 1e6:,.1f} MB of text", flush=True)
+    if args.malloc_mmap_threshold:
+        command, env = run_mlm(REPO / "examples" / "run_mlm.py", args.corpus, work / "out-mmap", work / "cache-0")
+        env["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)
+        mb, seconds = peak_rss_mb(command, env, work / "run-mmap.log")
+        run = f"reuse the store + train, MALLOC_MMAP_THRESHOLD_={args.malloc_mmap_threshold}"
+        rows.append(("shared corpus", sizes["shared corpus"], "this code", run, mb, seconds))
+        print(f"shared corpus: {run}: peak {mb:,.0f} MB, {seconds:,.0f} s", flush=True)
     if args.baseline_rev:
         tree, env_of_revision = earlier_revision(args.baseline_rev, work)
         command, env = run_mlm(tree / "examples" / "run_mlm.py", args.corpus, work / "out-baseline", work / "cache-baseline")

@@ -60,13 +60,17 @@ def main():
     parser.add_argument("--tokenizer", type=Path, default=SHARED / "vocab" / "bert-base-uncased")
     parser.add_argument("--options", default="", help="more run_mlm.py options for this code's runs only, to measure "
                         "what one pays (e.g. \"--dataloader-workers 1\" or \"--torch-compile\")")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for this code's runs only (repeatable)")
     parser.add_argument("--work", type=Path, help="where runs and logs go (default: a temporary folder)")
     args = parser.parse_args()
+    if any("=" not in setting for setting in args.env):
+        parser.error(f"--env takes NAME=VALUE, got {args.env}")
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-pretraining-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ["EELBERT_CACHE"] = str(work / "cache")  # this code's token store, made by the first run, reused after
     tree, env_of_revision = earlier_revision(args.baseline_rev, work)
-    scripts = {"this code": (REPO / "examples" / "run_mlm.py", {}, args.options.split()),
+    scripts = {"this code": (REPO / "examples" / "run_mlm.py", dict(s.split("=", 1) for s in args.env), args.options.split()),
                f"before ({args.baseline_rev})": (tree / "examples" / "run_mlm.py", env_of_revision, [])}
     speeds, runs = {}, 0
     for _ in range(args.repeats):
@@ -83,7 +87,7 @@ def main():
     before = f"before ({args.baseline_rev})"
     median = {key: statistics.median(values) for key, values in speeds.items()}
     print(f"\n{args.steps} steps of {args.batch_size} x 128 tokens (global), {args.corpus.name}; median of {args.repeats}"
-          + (f"; this code with {args.options}" if args.options else "") + "\n")
+          + "".join(f"; this code with {x}" for x in (args.options, " ".join(args.env)) if x) + "\n")
     print("| model | layout | tokens/s | before | speed-up | 2-process scaling | before |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for model in args.models:
