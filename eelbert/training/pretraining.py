@@ -8,7 +8,6 @@ model's compute, is skipped (about 4x faster steps for eelbert-tiny / bert-tiny 
 
 import importlib.util
 import math
-import os
 import re
 import sysconfig
 from pathlib import Path
