@@ -551,9 +551,12 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             grad_bias = torch.zeros_like(b)
             grad_weight = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
             loss = h.new_zeros(())
+            # The chunks' one big tensor, allocated once: logits, then in place exp(logits - max). (A fresh one per
+            # chunk is fresh memory the system must hand over and zero each time.)
+            chunk = h.new_empty(min(n, chunk_rows), w.shape[0])
             for start in range(0, n, chunk_rows):
                 rows, targets = h[start : start + chunk_rows], labels[start : start + chunk_rows]
-                exps = torch.addmm(b, rows, w.T)  # the chunk's one big tensor: logits, then in place exp(logits - max)
+                exps = torch.addmm(b, rows, w.T, out=chunk[: len(rows)])
                 target_logits = exps.gather(1, targets[:, None]).squeeze(1)
                 top = exps.amax(1, keepdim=True)
                 sums = exps.sub_(top).exp_().sum(1, keepdim=True)
