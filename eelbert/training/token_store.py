@@ -96,7 +96,7 @@ def files_source(paths) -> tuple[list[Path], dict]:
 
 
 class TokenStore:
-    """An opened store: `ids` is the memory-mapped token stream; nothing else is held in memory."""
+    """An opened store: `read` gives any stretch of the token stream from `tokens.bin`; nothing is held in memory."""
 
     def __init__(self, folder, tokenizer=None):
         self.folder = Path(folder)
@@ -108,16 +108,17 @@ class TokenStore:
             raise ValueError(f"{self.folder}: token store format {self.meta.get('format')} is not {STORE_FORMAT}; prepare it again")
         if tokenizer is not None:
             self.check_tokenizer(tokenizer)
-        self.ids = np.memmap(self.folder / "tokens.bin", dtype=np.dtype(self.meta["dtype"]).newbyteorder("<"), mode="r")
-        if len(self.ids) != self.meta["tokens"]:
-            raise ValueError(f"{self.folder}/tokens.bin holds {len(self.ids)} tokens, store.json says {self.meta['tokens']}: "
+        self.path, self.dtype = self.folder / "tokens.bin", np.dtype(self.meta["dtype"]).newbyteorder("<")
+        tokens = self.path.stat().st_size // self.dtype.itemsize
+        if tokens != self.meta["tokens"]:
+            raise ValueError(f"{self.path} holds {tokens} tokens, store.json says {self.meta['tokens']}: "
                              "the store is damaged; delete it and prepare it again")
 
-    def __getstate__(self):  # dataloader workers reopen the map instead of receiving a copy of the tokens
-        return {"folder": self.folder}
-
-    def __setstate__(self, state):
-        self.__init__(state["folder"])
+    def read(self, start: int, count: int) -> np.ndarray:
+        """`count` ids from position `start` of the stream. Read from the file, not memory-mapped: the pages of a map
+        count as the process's memory once touched, so a long run (or one validation pass over blocks spread through
+        the stream) would grow to the size of the store."""
+        return np.fromfile(self.path, dtype=self.dtype, count=count, offset=start * self.dtype.itemsize)
 
     def check_tokenizer(self, tokenizer):
         if len(tokenizer) != self.meta["vocab_size"] or tokenizer_fingerprint(tokenizer) != self.meta["tokenizer"]:
@@ -129,7 +130,7 @@ class TokenStore:
             )
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self.meta["tokens"]
 
     def token_counts(self) -> np.ndarray:
         return np.load(self.folder / "counts.npy")
@@ -144,7 +145,7 @@ class TokenStore:
         body = block_size - 2
         if body < 1:
             raise ValueError(f"block_size must be at least 3 ([CLS], a token, [SEP]), got {block_size}")
-        count = len(self.ids) // body
+        count = len(self) // body
         held_out = int(count * validation_fraction)
         if max_validation_blocks is not None:
             held_out = min(held_out, max_validation_blocks)
@@ -172,7 +173,7 @@ class TokenBlocks(torch.utils.data.Dataset):
 
     def __getitem__(self, i) -> dict:
         start = int(self.block_indices[i]) * self.body
-        ids = self.store.ids[start : start + self.body].astype(np.int64).tolist()
+        ids = self.store.read(start, self.body).astype(np.int64).tolist()
         # `block`: where the block is in the store, whichever process or worker reads it (masks are seeded by it)
         return {"input_ids": [self.cls_token_id, *ids, self.sep_token_id], "block": int(self.block_indices[i])}
 
