@@ -1,7 +1,7 @@
 """A tokenized corpus on disk, made once and reused by every run and every process.
 
 Large pretraining codebases tokenize once into a flat array of token ids and sample blocks from it (nanoGPT's
-`prepare.py`): memory does not grow with the corpus, and every process maps the same file. A store is a folder:
+`prepare.py`): memory does not grow with the corpus, and every process reads the same file. A store is a folder:
 
     tokens.bin   every paragraph's ids, one [SEP] after each, as one flat little-endian array (uint16 when the
                  vocabulary has at most 65,536 tokens, else uint32)
