@@ -1,0 +1,159 @@
+"""ONNX export with the hash embedding inside the graph.
+
+`model.onnx` takes `input_ids`, `attention_mask` and `token_type_ids` like a BERT ONNX: the vocabulary is packed
+into the graph as a constant (every token's marked string as UTF-8 bytes back to back, one length per token) and
+the graph computes the hash embedding of each id from it with standard ONNX operators (no contrib ops), bit for
+bit as `eelbert.hash_embed` does (modeling/hashing_eelbert.py: the same MurmurHash3, rolling hash, projection and
+float64 pooling functions are traced here).
+
+Without data-dependent shapes: each id's marked bytes are gathered into a fixed-width row ([ids, longest token]);
+an n-gram of order n starts at every lead byte (one per code point) whose string still has n code points from
+there, and its bytes are a window of at most 4n bytes after the start, masked to the bytes of its n code points.
+Pooling is a masked sum of the int64 projections (exact), then float64 division and rounding to float32.
+
+A masked-LM head with `mlm_decoder="hash"` scores against the whole table: the graph computes it from constants
+only, so onnxruntime computes it once, when the session is created (constant folding), not on every run.
+"""
+
+import copy
+
+import torch
+from torch import nn
+
+from .modeling.hashing_eelbert import (
+    SIGNATURE_MODULUS,
+    WORD_START_MARKER,
+    _project,
+    _signatures,
+    mark_token,
+    murmur3_32,
+    order_dimensions,
+    projection_weights,
+)
+
+# Projections of the whole vocabulary are computed in groups of dimensions: bounds the int64 temporaries.
+_DIMS_PER_GROUP = 16
+
+
+def packed_vocabulary(config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The vocabulary as the graph holds it: every token's marked string (step 1; special tokens: the marker, then
+    the token) as UTF-8 bytes back to back (uint8), each token's byte length (uint8, or int32 past 255 bytes),
+    and the ids of the special tokens (int32)."""
+    special = set(config.special_tokens)
+    prefix = config.continuing_subword_prefix
+    encoded = []
+    for token in config.vocab:
+        marked = WORD_START_MARKER + token if token in special else mark_token(token, prefix)
+        try:
+            encoded.append(marked.encode("utf-8"))
+        except UnicodeEncodeError as error:
+            raise ValueError(f"token {token!r} is not valid Unicode (lone surrogate): {error.reason}") from None
+    lengths = torch.tensor([len(b) for b in encoded], dtype=torch.int64)
+    data = torch.frombuffer(bytearray(b"".join(encoded)), dtype=torch.uint8).clone()
+    special_ids = torch.tensor([i for i, t in enumerate(config.vocab) if t in special], dtype=torch.int32)
+    return data, lengths.to(torch.uint8 if int(lengths.max()) < 256 else torch.int32), special_ids
+
+
+def _half_modulus() -> torch.Tensor:
+    """B / 2 as a float64 tensor: a Python float scalar would reach the graph rounded to float32 (2**30)."""
+    return torch.tensor(SIGNATURE_MODULUS / 2, dtype=torch.float64)
+
+
+class PackedVocabularyEmbedding(nn.Module):
+    """The hash embedding computed from the packed vocabulary with traceable, fixed-shape tensor code: the
+    stand-in for EelbertHashEmbedding in an exported graph. `forward(ids)` embeds any ids ([..., d] float32);
+    `weight` is the whole [vocab_size, d] table (a constant expression of the graph)."""
+
+    def __init__(self, config):
+        super().__init__()
+        data, lengths, special_ids = packed_vocabulary(config)
+        self.register_buffer("vocab_bytes", data)
+        self.register_buffer("token_lengths", lengths)
+        self.register_buffer("special_ids", special_ids)
+        self.width = int(lengths.max())  # the longest marked token, in bytes
+        self.num_embeddings = config.vocab_size
+        self.embedding_dim = config.embedding_size
+        self.max_ngram_order = config.max_ngram_order
+        self.hash_function = config.hash_function
+        self.hash_seed = config.hash_seed
+        self.register_buffer("projection_weights", projection_weights(config.embedding_size).clone())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self(torch.arange(self.num_embeddings))
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        ids = input_ids.reshape(-1)
+        rows, valid = self._byte_rows(ids)
+        table = self._pooled(rows, valid)
+        if self.special_ids.numel():
+            is_special = (ids.unsqueeze(1) == self.special_ids.long()).any(1, keepdim=True)
+            table = torch.where(is_special, self._whole_string(rows, valid), table)
+        return table.reshape(*input_ids.shape, self.embedding_dim)
+
+    def _byte_rows(self, ids):
+        """[ids, width] marked bytes (int64, zero past each token's end) and the mask of real bytes."""
+        lengths = self.token_lengths.long()
+        starts = lengths.cumsum(0) - lengths
+        position = torch.arange(self.width)
+        valid = position < lengths[ids].unsqueeze(1)
+        index = (starts[ids].unsqueeze(1) + position).clamp(max=self.vocab_bytes.shape[0] - 1)
+        return torch.where(valid, self.vocab_bytes[index].long(), 0), valid
+
+    def _sig(self, data, member, lead, code_points):
+        """sig in [0, B) of each row of byte windows: `data` [rows, w] int64 bytes, `member` the bytes of the
+        n-gram (a prefix of the row), `lead` the n-gram's lead bytes, `code_points` their decoded values."""
+        if self.hash_function == "murmur3":
+            return murmur3_32(torch.where(member, data, 0), member.long().sum(1), self.hash_seed) % SIGNATURE_MODULUS
+        return _signatures(torch.where(member & lead, code_points, -1), "rolling", self.hash_seed)
+
+    def _decoded(self, rows, lead):
+        """The code point that starts at each lead byte of `rows` (UTF-8 decoding; anything at other bytes)."""
+        padded = nn.functional.pad(rows, (0, 3))
+        b0, b1, b2, b3 = (padded[:, j : j + rows.shape[1]] for j in range(4))
+        c1, c2, c3 = b1 & 0x3F, b2 & 0x3F, b3 & 0x3F
+        two = (b0 & 0x1F) * 64 + c1
+        three = (b0 & 0x0F) * 4096 + c1 * 64 + c2
+        four = (b0 & 0x07) * 262144 + c1 * 4096 + c2 * 64 + c3
+        return torch.where(b0 < 0x80, b0, torch.where(b0 < 0xE0, two, torch.where(b0 < 0xF0, three, four)))
+
+    def _pooled(self, rows, valid):
+        """Steps 3-6 on the marked bytes: [rows, d] float32."""
+        n_rows, width = rows.shape
+        lead = valid & ((rows & 0xC0) != 0x80)  # the first byte of each code point
+        code_points = self._decoded(rows, lead) if self.hash_function == "rolling" else rows
+        count = lead.long().cumsum(1)  # code points up to and including each byte
+        length = count[:, -1:]  # code points of the token
+        parts, first_dim = [], 0
+        for n, dims in enumerate(order_dimensions(self.embedding_dim, self.max_ngram_order), start=1):
+            starts = lead & (count + n - 1 <= length)  # an n-gram starts there
+            span = 4 * n  # an n-gram has at most 4n bytes
+            pad = (0, span)
+            p_rows, p_valid, p_lead = (nn.functional.pad(t, pad) for t in (rows, valid, lead))
+            p_count, p_cp = nn.functional.pad(count, pad), nn.functional.pad(code_points, pad)
+            window = torch.arange(width).unsqueeze(1) + torch.arange(span)  # [width, span] byte positions
+            data, member_valid, w_lead = p_rows[:, window], p_valid[:, window], p_lead[:, window]
+            # A byte belongs to the n-gram starting at s when it lies before the (n+1)-th code point from s.
+            member = member_valid & (p_count[:, window] <= (count + n - 1).unsqueeze(2))
+            sig = self._sig(data.reshape(-1, span), member.reshape(-1, span), w_lead.reshape(-1, span),
+                            p_cp[:, window].reshape(-1, span)).reshape(n_rows, width)
+            weights = self.projection_weights[first_dim : first_dim + dims]
+            grams = starts.long().sum(1, keepdim=True)
+            sums = []
+            for group in range(0, dims, _DIMS_PER_GROUP):
+                projected = _project(sig.reshape(-1), weights[group : group + _DIMS_PER_GROUP])
+                projected = projected.reshape(n_rows, width, -1)
+                sums.append(torch.where(starts.unsqueeze(2), projected, 0).sum(1))
+            # Sums of integers below 2**53 are exact in float64; then one division and rounding, as hash_embed.
+            sums = torch.cat(sums, 1).double()
+            parts.append((sums / (grams.clamp(min=1).double() * _half_modulus())).float())
+            first_dim += dims
+        return torch.cat(parts, 1)
+
+    def _whole_string(self, rows, valid):
+        """Step 2: the projection of one hash of the whole (unmarked) token over all d dimensions."""
+        rows, valid = rows[:, 1:], valid[:, 1:]  # special tokens are stored after the marker
+        lead = valid & ((rows & 0xC0) != 0x80)
+        code_points = self._decoded(rows, lead) if self.hash_function == "rolling" else rows
+        sig = self._sig(rows, valid, lead, code_points)
+        return (_project(sig, self.projection_weights).double() / _half_modulus()).float()
