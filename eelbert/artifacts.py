@@ -5,9 +5,8 @@
 - int8: every matrix (linear weights, position and token-type embeddings) stored as int8 with one fp32
   scale per row (symmetric, round to nearest); vectors in fp16. `model.int8.safetensors` next to the config
   and the `modeling/` files; `load_int8` rebuilds a float model (needs this package).
-- ONNX: the encoder (or a sequence-classification model) on `inputs_embeds`, so the graph holds no
-  vocabulary-sized table and stays the size of the weights. The embedding step runs before it:
-  `embed_for_onnx(input_ids, config)` (the hash embeddings of the ids' strings, `eelbert.hash_embed`).
+- ONNX: `export_onnx` (eelbert.onnx_export): the model on `input_ids` with the hash embedding inside the graph,
+  or on `inputs_embeds` from `embed_for_onnx(input_ids, config)`.
 """
 
 from pathlib import Path
@@ -18,11 +17,10 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig
 
 from .modeling.configuration_eelbert import auto_class_name
-from .modeling.modeling_eelbert import hash_embed_ids
+from .onnx_export import ONNX_GRAPH, embed_for_onnx, export_onnx  # noqa: F401  (the artifacts' one entry point)
 
 INT8_WEIGHTS = "model.int8.safetensors"
 INT8_FORMAT = "eelbert-int8-rowwise-v1"
-ONNX_GRAPH = "model.onnx"
 
 
 def checkpoint_config(folder):
@@ -73,47 +71,3 @@ def load_int8(folder):
             state[name] = value.float()
     model.load_state_dict(state, strict=True)
     return model.eval()
-
-
-def embed_for_onnx(input_ids: torch.Tensor, config) -> torch.Tensor:
-    """The `inputs_embeds` an exported ONNX graph expects: the hash embeddings of the ids' token strings."""
-    return hash_embed_ids(input_ids, config)
-
-
-class _OnInputsEmbeds(torch.nn.Module):
-    """The model as a graph from (inputs_embeds, attention_mask, token_type_ids) to its first output."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, inputs_embeds, attention_mask, token_type_ids):
-        return self.model(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=False
-        )[0]
-
-
-def export_onnx(model, folder) -> Path:
-    """Export `model` (an EelbertModel or a task head) to folder/model.onnx on inputs_embeds, with dynamic
-    batch and sequence length, and its config (the embedding step needs the vocabulary) to folder/config.json.
-    Inputs: inputs_embeds [batch, seq, embedding_size] float32, attention_mask and token_type_ids [batch, seq]
-    int64; output: the model's first output (last_hidden_state or logits)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ONNX_GRAPH
-    model = model.eval().float()
-    example = (
-        torch.zeros(2, 8, model.config.embedding_size),
-        torch.ones(2, 8, dtype=torch.long),
-        torch.zeros(2, 8, dtype=torch.long),
-    )
-    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=model.config.max_position_embeddings)
-    dynamic = {"inputs_embeds": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence},
-               "token_type_ids": {0: batch, 1: sequence}}
-    torch.onnx.export(
-        _OnInputsEmbeds(model).eval(), example, str(path), dynamo=True, dynamic_shapes=dynamic,
-        input_names=["inputs_embeds", "attention_mask", "token_type_ids"], output_names=["output"],
-        external_data=False, optimize=True,
-    )
-    model.config.save_pretrained(folder)
-    return path

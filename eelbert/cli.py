@@ -168,6 +168,8 @@ def _export(args):
     from .size import weights_bytes
 
     config = artifacts.checkpoint_config(args.checkpoint)
+    if args.onnx_input is not None and args.format != "onnx":
+        raise ValueError(f"--onnx-input is for the onnx format, not {args.format}")
     model = getattr(transformers, auto_class_name(config)).from_pretrained(args.checkpoint)
     output = Path(args.output)
     if args.format in ("fp16", "bf16"):
@@ -175,7 +177,7 @@ def _export(args):
     elif args.format == "int8":
         artifacts.save_int8(model, output)
     else:
-        artifacts.export_onnx(model, output)
+        artifacts.export_onnx(model, output, inputs=args.onnx_input or "input_ids")
     if (Path(args.checkpoint) / "tokenizer_config.json").is_file():
         _tokenizer(args.checkpoint).save_pretrained(output)
     print(f"{args.format}: {output} ({weights_bytes(output):,} bytes of weights; "
@@ -261,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("format", choices=["fp16", "bf16", "int8", "onnx"])
     export.add_argument("checkpoint", help="EELBERT checkpoint folder")
     export.add_argument("output", help="folder to write")
+    export.add_argument("--onnx-input", choices=["input_ids", "inputs_embeds"],
+                        help="the ONNX graph's first input (default input_ids: the hash embedding is in the graph)")
     export.set_defaults(run=_export)
 
     push = command("push", "upload a checkpoint folder with a generated model card")

@@ -100,6 +100,13 @@ def _weights_file(folder: Path) -> str:
     raise FileNotFoundError(f"{folder} has no weights: no model.safetensors, {INT8_WEIGHTS} or {ONNX_GRAPH}")
 
 
+def _graph_input(folder: Path) -> str:
+    """The first input of the folder's ONNX graph: input_ids (embedding in the graph) or inputs_embeds."""
+    import onnx
+
+    return onnx.load(folder / ONNX_GRAPH, load_external_data=False).graph.input[0].name
+
+
 def _example_batch(auto_class: str) -> list[str]:
     """Code that tokenizes an example `batch` for the model (multiple choice: one question with two choices)."""
     if auto_class == "AutoModelForMultipleChoice":
@@ -108,9 +115,9 @@ def _example_batch(auto_class: str) -> list[str]:
     return [f'batch = tokenizer(["{EXAMPLE}"], return_tensors="pt")']
 
 
-def _usage(weights: str, repo_id: str, auto_class: str, architecture: str, pin: str) -> list[str]:
+def _usage(weights: str, repo_id: str, auto_class: str, architecture: str, pin: str, graph_input: str | None) -> list[str]:
     """The card's usage snippet for the artifact: from_pretrained for safetensors weights (any dtype),
-    eelbert.artifacts for int8 and ONNX, which transformers cannot load."""
+    eelbert.artifacts for int8, onnxruntime for ONNX (`graph_input`: the graph's first input)."""
     if weights == INT8_WEIGHTS:
         return [
             "```python",
@@ -127,6 +134,24 @@ def _usage(weights: str, repo_id: str, auto_class: str, architecture: str, pin: 
             "```",
             "",
             f"The weights are int8 with one fp32 scale per row (`{INT8_WEIGHTS}`); `load_int8` rebuilds a float model.",
+        ]
+    if weights == ONNX_GRAPH and graph_input == "input_ids":
+        return [
+            "```python",
+            "import onnxruntime",
+            "from huggingface_hub import snapshot_download",
+            "from transformers import AutoTokenizer",
+            "",
+            f'folder = snapshot_download("{repo_id}"{pin})',
+            "tokenizer = AutoTokenizer.from_pretrained(folder)",
+            f'session = onnxruntime.InferenceSession(f"{{folder}}/{ONNX_GRAPH}")',
+            *_example_batch(auto_class),
+            "outputs = session.run(None, {name: ids.numpy() for name, ids in batch.items()})",
+            "```",
+            "",
+            f"The graph ({architecture}) computes the hash embeddings of the token ids itself, from the vocabulary",
+            "packed into it: onnxruntime and a tokenizer are all it needs. Its outputs have transformers' names",
+            "(`session.get_outputs()`).",
         ]
     if weights == ONNX_GRAPH:
         return [
@@ -150,7 +175,7 @@ def _usage(weights: str, repo_id: str, auto_class: str, architecture: str, pin: 
             "```",
             "",
             f"The graph ({architecture}) runs on `inputs_embeds`, so it holds no vocabulary-sized table: `embed_for_onnx`",
-            "computes the hash embeddings of the token ids first. Its one output is the model's first output.",
+            "computes the hash embeddings of the token ids first. Its outputs have transformers' names.",
         ]
     return [
         "```python",
@@ -201,7 +226,7 @@ def model_card(folder, repo_id: str, revision: str | None = None, results: dict 
         "",
         "## Usage",
         "",
-        *_usage(weights, repo_id, auto_class, architecture, pin),
+        *_usage(weights, repo_id, auto_class, architecture, pin, _graph_input(folder) if weights == ONNX_GRAPH else None),
         "",
         "## Size",
         "",

@@ -16,10 +16,12 @@ only, so onnxruntime computes it once, when the session is created (constant fol
 """
 
 import copy
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from .modeling.modeling_eelbert import hash_embed_ids
 from .modeling.hashing_eelbert import (
     SIGNATURE_MODULUS,
     WORD_START_MARKER,
@@ -30,6 +32,11 @@ from .modeling.hashing_eelbert import (
     order_dimensions,
     projection_weights,
 )
+
+ONNX_GRAPH = "model.onnx"
+GRAPH_INPUTS = ("input_ids", "inputs_embeds")
+
+_FOLDED_SIZE_LIMIT = 4096  # elements
 
 # Projections of the whole vocabulary are computed in groups of dimensions: bounds the int64 temporaries.
 _DIMS_PER_GROUP = 16
@@ -71,6 +78,8 @@ class PackedVocabularyEmbedding(nn.Module):
         self.register_buffer("token_lengths", lengths)
         self.register_buffer("special_ids", special_ids)
         self.width = int(lengths.max())  # the longest marked token, in bytes
+        # The longest special token (bytes after the marker): the width of the whole-string hash.
+        self.special_width = int(lengths[special_ids.long()].long().max()) - 1 if special_ids.numel() else 0
         self.num_embeddings = config.vocab_size
         self.embedding_dim = config.embedding_size
         self.max_ngram_order = config.max_ngram_order
@@ -80,7 +89,9 @@ class PackedVocabularyEmbedding(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        return self(torch.arange(self.num_embeddings))
+        # The ids 0..V-1 computed from a vocabulary-sized constant, not torch.arange: the exporter's optimizer
+        # would fold arange into a [V] int64 constant in the file (V * 8 bytes).
+        return self((self.token_lengths >= 0).long().cumsum(0) - 1)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         ids = input_ids.reshape(-1)
@@ -152,8 +163,88 @@ class PackedVocabularyEmbedding(nn.Module):
 
     def _whole_string(self, rows, valid):
         """Step 2: the projection of one hash of the whole (unmarked) token over all d dimensions."""
-        rows, valid = rows[:, 1:], valid[:, 1:]  # special tokens are stored after the marker
+        # Special tokens are stored after the marker; the columns past the longest one are zero for them.
+        rows, valid = rows[:, 1 : 1 + self.special_width], valid[:, 1 : 1 + self.special_width]
         lead = valid & ((rows & 0xC0) != 0x80)
         code_points = self._decoded(rows, lead) if self.hash_function == "rolling" else rows
         sig = self._sig(rows, valid, lead, code_points)
         return (_project(sig, self.projection_weights).double() / _half_modulus()).float()
+
+
+def embed_for_onnx(input_ids: torch.Tensor, config) -> torch.Tensor:
+    """The `inputs_embeds` a graph exported with `inputs="inputs_embeds"` expects: the hash embeddings of the
+    ids' token strings."""
+    return hash_embed_ids(input_ids, config)
+
+
+class _Graph(nn.Module):
+    """The model as a graph from (input_ids or inputs_embeds, attention_mask, token_type_ids) to its outputs."""
+
+    def __init__(self, model, first_input, output_names):
+        super().__init__()
+        self.model, self.first_input, self.output_names = model, first_input, output_names
+
+    def forward(self, first, attention_mask, token_type_ids):
+        outputs = self.model(**{self.first_input: first}, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             return_dict=True)
+        return tuple(outputs[name] for name in self.output_names)
+
+
+def export_graph(module, example, *, input_names, output_names, dynamic_shapes):
+    """The ONNX ModelProto of `module` called on `example`, as model.onnx is written: torch.onnx.export(dynamo=True),
+    constant folding of small tensors only, without the exporter's per-node annotations."""
+    import onnxscript  # the `onnx` extra, as torch.onnx.export(dynamo=True) needs it
+
+    program = torch.onnx.export(
+        module, example, dynamo=True, verbose=False, dynamic_shapes=dynamic_shapes, input_names=input_names,
+        output_names=output_names, optimize=False,
+    )
+    # The exporter's optimizer, folding constants only up to a small size: by default it would store the
+    # vocabulary-sized results of constant expressions (the whole table's intermediates) in the file.
+    onnxscript.optimizer.optimize(program.model, output_size_limit=_FOLDED_SIZE_LIMIT)
+    graph = program.model_proto
+    for node in graph.graph.node:  # the exporter's per-node stack traces would be most of the file
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del graph.graph.value_info[:]  # intermediate shapes: onnxruntime infers them
+    return graph
+
+
+def export_onnx(model, folder, *, inputs: str = "input_ids") -> Path:
+    """Export `model` (an EelbertModel or any task head) to folder/model.onnx, and its config to folder/config.json.
+
+    Inputs (int64, dynamic batch and sequence; multiple choice: [batch, choices, sequence]): `input_ids`,
+    `attention_mask`, `token_type_ids`, with the hash embedding computed inside the graph from the packed
+    vocabulary (see the module docstring); or, with `inputs="inputs_embeds"`, `inputs_embeds` [..., embedding_size]
+    float32 from `embed_for_onnx` instead of `input_ids`. Outputs: the model's outputs with their transformers
+    names (`last_hidden_state` and `pooler_output`, `logits`, or `start_logits` and `end_logits`).
+    Nothing is written unless the export succeeds."""
+    if inputs not in GRAPH_INPUTS:
+        raise ValueError(f"inputs must be one of {GRAPH_INPUTS}, got {inputs!r}")
+    if getattr(model.config, "model_type", None) != "eelbert":
+        raise ValueError(f"only EELBERT models can be exported this way, got a {type(model).__name__}")
+    config = model.config
+    embedding = PackedVocabularyEmbedding(config)  # refuses unencodable tokens
+    model = copy.deepcopy(model).eval().float()  # the export swaps the embedding module: not the caller's model
+    model.base_model.embeddings.word_embeddings = embedding
+
+    multiple_choice = type(model).__name__ == "EelbertForMultipleChoice"
+    shape = (2, 2, 8) if multiple_choice else (2, 8)
+    input_ids = torch.arange(16).reshape(shape) % config.vocab_size
+    first = input_ids if inputs == "input_ids" else embed_for_onnx(input_ids, config)
+    example = (first, torch.ones(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long))
+    with torch.no_grad():
+        output_names = list(model(**{inputs: first}, return_dict=True).keys())  # the outputs that are not None
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=config.max_position_embeddings)
+    dims = {0: batch, 1: torch.export.Dim("choices"), 2: sequence} if multiple_choice else {0: batch, 1: sequence}
+    graph = export_graph(
+        _Graph(model, inputs, output_names).eval(), example, input_names=[inputs, "attention_mask", "token_type_ids"],
+        output_names=output_names, dynamic_shapes={"first": dims, "attention_mask": dims, "token_type_ids": dims},
+    )
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ONNX_GRAPH
+    path.write_bytes(graph.SerializeToString())
+    config.save_pretrained(folder)
+    return path
