@@ -16,6 +16,7 @@ only, so onnxruntime computes it once, when the session is created (constant fol
 """
 
 import copy
+import math
 from pathlib import Path
 
 import torch
@@ -230,7 +231,7 @@ def export_onnx(model, folder, *, inputs: str = "input_ids") -> Path:
 
     multiple_choice = type(model).__name__ == "EelbertForMultipleChoice"
     shape = (2, 2, 8) if multiple_choice else (2, 8)
-    input_ids = torch.arange(16).reshape(shape) % config.vocab_size
+    input_ids = torch.arange(math.prod(shape)).reshape(shape) % config.vocab_size
     first = input_ids if inputs == "input_ids" else embed_for_onnx(input_ids, config)
     example = (first, torch.ones(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long))
     with torch.no_grad():
