@@ -107,6 +107,13 @@ def _graph_input(folder: Path) -> str:
     return onnx.load(folder / ONNX_GRAPH, load_external_data=False).graph.input[0].name
 
 
+def _tokenizer_class(folder: Path) -> str:
+    """The transformers class of the folder's tokenizer (tokenizer_config.json), or AutoTokenizer."""
+    path = folder / "tokenizer_config.json"
+    name = json.loads(path.read_text()).get("tokenizer_class") if path.is_file() else None
+    return name if isinstance(name, str) and name.isidentifier() else "AutoTokenizer"
+
+
 def _example_batch(auto_class: str) -> list[str]:
     """Code that tokenizes an example `batch` for the model (multiple choice: one question with two choices)."""
     if auto_class == "AutoModelForMultipleChoice":
@@ -115,9 +122,11 @@ def _example_batch(auto_class: str) -> list[str]:
     return [f'batch = tokenizer(["{EXAMPLE}"], return_tensors="pt")']
 
 
-def _usage(weights: str, repo_id: str, auto_class: str, architecture: str, pin: str, graph_input: str | None) -> list[str]:
+def _usage(weights: str, repo_id: str, auto_class: str, architecture: str, pin: str, folder: Path) -> list[str]:
     """The card's usage snippet for the artifact: from_pretrained for safetensors weights (any dtype),
-    eelbert.artifacts for int8, onnxruntime for ONNX (`graph_input`: the graph's first input)."""
+    eelbert.artifacts for int8, onnxruntime for ONNX."""
+    graph_input = _graph_input(folder) if weights == ONNX_GRAPH else None
+    tokenizer_class = _tokenizer_class(folder)
     if weights == INT8_WEIGHTS:
         return [
             "```python",
@@ -140,10 +149,11 @@ def _usage(weights: str, repo_id: str, auto_class: str, architecture: str, pin: 
             "```python",
             "import onnxruntime",
             "from huggingface_hub import snapshot_download",
-            "from transformers import AutoTokenizer",
+            f"from transformers import {tokenizer_class}",
             "",
             f'folder = snapshot_download("{repo_id}"{pin})',
-            "tokenizer = AutoTokenizer.from_pretrained(folder)",
+            # Not AutoTokenizer: it reads config.json first, whose remote code it would ask about for 15 s.
+            f"tokenizer = {tokenizer_class}.from_pretrained(folder)",
             f'session = onnxruntime.InferenceSession(f"{{folder}}/{ONNX_GRAPH}")',
             *_example_batch(auto_class),
             "outputs = session.run(None, {name: ids.numpy() for name, ids in batch.items()})",
@@ -226,7 +236,7 @@ def model_card(folder, repo_id: str, revision: str | None = None, results: dict 
         "",
         "## Usage",
         "",
-        *_usage(weights, repo_id, auto_class, architecture, pin, _graph_input(folder) if weights == ONNX_GRAPH else None),
+        *_usage(weights, repo_id, auto_class, architecture, pin, folder),
         "",
         "## Size",
         "",
