@@ -87,14 +87,20 @@ class PackedVocabularyEmbedding(nn.Module):
         self.hash_function = config.hash_function
         self.hash_seed = config.hash_seed
         self.register_buffer("projection_weights", projection_weights(config.embedding_size).clone())
+        # Look ids up in `weight` instead of embedding them: for a graph that needs the whole table anyway (the
+        # masked-LM head scores against it), so it holds one copy of the embedding's subgraph (see export_graph).
+        self.lookup = False
 
     @property
     def weight(self) -> torch.Tensor:
         # The ids 0..V-1 computed from a vocabulary-sized constant, not torch.arange: the exporter's optimizer
         # would fold arange into a [V] int64 constant in the file (V * 8 bytes).
-        return self((self.token_lengths >= 0).long().cumsum(0) - 1)
+        return self._embed((self.token_lengths >= 0).long().cumsum(0) - 1)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(input_ids, self.weight) if self.lookup else self._embed(input_ids)
+
+    def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         ids = input_ids.reshape(-1)
         rows, valid = self._byte_rows(ids)
         table = self._pooled(rows, valid)
@@ -194,7 +200,8 @@ class _Graph(nn.Module):
 def export_graph(module, example, *, input_names, output_names, dynamic_shapes):
     """The ONNX ModelProto of `module` called on `example`, as model.onnx is written: torch.onnx.export(dynamo=True),
     constant folding of small tensors only, without the exporter's per-node annotations."""
-    import onnxscript  # the `onnx` extra, as torch.onnx.export(dynamo=True) needs it
+    import onnx_ir.passes.common  # the `onnx` extra, as torch.onnx.export(dynamo=True) needs it
+    import onnxscript
 
     program = torch.onnx.export(
         module, example, dynamo=True, verbose=False, dynamic_shapes=dynamic_shapes, input_names=input_names,
@@ -203,6 +210,8 @@ def export_graph(module, example, *, input_names, output_names, dynamic_shapes):
     # The exporter's optimizer, folding constants only up to a small size: by default it would store the
     # vocabulary-sized results of constant expressions (the whole table's intermediates) in the file.
     onnxscript.optimizer.optimize(program.model, output_size_limit=_FOLDED_SIZE_LIMIT)
+    # Identical subgraphs computed once: the whole table, when both the input embedding and the head use it.
+    onnx_ir.passes.common.CommonSubexpressionEliminationPass()(program.model)
     graph = program.model_proto
     for node in graph.graph.node:  # the exporter's per-node stack traces would be most of the file
         del node.metadata_props[:]
@@ -228,6 +237,7 @@ def export_onnx(model, folder, *, inputs: str = "input_ids") -> Path:
     embedding = PackedVocabularyEmbedding(config)  # refuses unencodable tokens
     model = copy.deepcopy(model).eval().float()  # the export swaps the embedding module: not the caller's model
     model.base_model.embeddings.word_embeddings = embedding
+    embedding.lookup = getattr(config, "mlm_decoder", None) == "hash" and type(model).__name__ == "EelbertForMaskedLM"
 
     multiple_choice = type(model).__name__ == "EelbertForMultipleChoice"
     shape = (2, 2, 8) if multiple_choice else (2, 8)
