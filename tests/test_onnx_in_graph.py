@@ -116,3 +116,14 @@ def test_command_line_onnx_input_option(tokenizer_path, tmp_path, capsys):
     session = _session(str(tmp_path / "embeds" / "model.onnx"))
     assert [i.name for i in session.get_inputs()][0] == "inputs_embeds"
     assert [o.name for o in session.get_outputs()] == ["start_logits", "end_logits"]
+
+
+def test_packed_embedding_without_a_continuation_prefix_marks_every_token_as_word_start():
+    # The traced code run eagerly (the ONNX tests above export this same module): without a prefix "##a" is a word.
+    embedded = {}
+    for prefix in (None, "##"):
+        config = eelbert.EelbertConfig(embedding_size=12, continuing_subword_prefix=prefix)
+        config.set_vocab(["[PAD]", "a", "##a", "東京", "##"], special_tokens=["[PAD]"])
+        embedded[prefix] = PackedVocabularyEmbedding(config)(torch.arange(5))
+        assert torch.equal(embedded[prefix], eelbert.hash_embed(config.vocab, config))
+    assert not torch.equal(embedded[None][2], embedded["##"][2]) and torch.equal(embedded[None][1], embedded["##"][1])
