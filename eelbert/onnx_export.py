@@ -157,11 +157,11 @@ class PackedVocabularyEmbedding(nn.Module):
                             p_cp[:, window].reshape(-1, span)).reshape(n_rows, width)
             weights = self.projection_weights[first_dim : first_dim + dims]
             grams = starts.long().sum(1, keepdim=True)
+            # Signature 0 projects to 0 in every dimension: masking the signatures masks the projections.
+            sig = torch.where(starts, sig, 0).reshape(-1)
             sums = []
             for group in range(0, dims, _DIMS_PER_GROUP):
-                projected = _project(sig.reshape(-1), weights[group : group + _DIMS_PER_GROUP])
-                projected = projected.reshape(n_rows, width, -1)
-                sums.append(torch.where(starts.unsqueeze(2), projected, 0).sum(1))
+                sums.append(_project(sig, weights[group : group + _DIMS_PER_GROUP]).reshape(n_rows, width, -1).sum(1))
             # Sums of integers below 2**53 are exact in float64; then one division and rounding, as hash_embed.
             sums = torch.cat(sums, 1).double()
             parts.append((sums / (grams.clamp(min=1).double() * _half_modulus())).float())
