@@ -158,8 +158,9 @@ def projection_weights(embedding_size: int) -> torch.Tensor:
 def _project(signatures: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Centered integer projection v in [-(B-1)/2, (B-1)/2]: [rows] x [dims] -> [rows, dims] int64."""
     v = (signatures.unsqueeze(1) * weights).remainder_(SIGNATURE_MODULUS)
-    # v > B/2 exactly when bit 30 is set (v < B < 2**31), so subtract B there.
-    return v.sub_((v >> 30).mul_(SIGNATURE_MODULUS))
+    # Subtract B where v > B/2. A comparison and a where rather than a shift of bit 30: in an ONNX graph
+    # (eelbert.onnx_export) an int64 shift is a round trip of the whole tensor through uint64.
+    return torch.where(v > SIGNATURE_MODULUS // 2, v - SIGNATURE_MODULUS, v)
 
 
 # ---- Strings to code points ----
