@@ -13,7 +13,7 @@ Signatures are masked to 0 where no n-gram starts (0 projects to 0); pooling sum
 then divides in float64 and rounds to float32, as hash_embed does.
 
 A masked-LM head with `mlm_decoder="hash"` scores against the whole table: the graph computes it from constants
-only, so onnxruntime computes it once, when the session is created (constant folding: ~20 s for BERT's 30,522
+only, so onnxruntime computes it once, when the session is created (constant folding: ~16 s for BERT's 30,522
 tokens on one core), not on every run.
 """
 

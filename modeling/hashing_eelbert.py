@@ -73,16 +73,18 @@ def order_dimensions(embedding_size: int, max_ngram_order: int) -> list[int]:
 
 
 # ---- MurmurHash3_x86_32, vectorised with int64 tensors holding unsigned 32-bit values ----
+# Shifts are written as multiplications and floor divisions by powers of two (the values are non-negative and
+# below 2**48): exported to ONNX (eelbert.onnx_export), an int64 shift is a uint64 round trip of the tensor.
 
 
 def _mul32(x: torch.Tensor, constant: int) -> torch.Tensor:
     # (x * constant) mod 2**32 without int64 overflow: split the constant into 16-bit halves.
     low, high = constant & 0xFFFF, constant >> 16
-    return (x * low + (((x * high) & 0xFFFF) << 16)) & _MASK32
+    return (x * low + ((x * high) & 0xFFFF) * 0x10000) & _MASK32
 
 
 def _rotl32(x: torch.Tensor, r: int) -> torch.Tensor:
-    return ((x << r) | (x >> (32 - r))) & _MASK32
+    return ((x * (1 << r)) | (x // (1 << (32 - r)))) & _MASK32
 
 
 def _scramble(k: torch.Tensor) -> torch.Tensor:
@@ -97,20 +99,20 @@ def murmur3_32(data: torch.Tensor, lengths: torch.Tensor, seed: int) -> torch.Te
     num_blocks = lengths // 4
     for block in range(width // 4):
         b = data[:, 4 * block : 4 * block + 4]
-        k = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16) | (b[:, 3] << 24)
+        k = b[:, 0] | (b[:, 1] * 0x100) | (b[:, 2] * 0x10000) | (b[:, 3] * 0x1000000)
         mixed = _rotl32(h ^ _scramble(k), 13)
         mixed = (mixed * 5 + 0xE6546B64) & _MASK32
         h = torch.where(block < num_blocks, mixed, h)
     # Tail: the 0-3 bytes after the last full block (bytes past the length are zero, so k = 0 is a no-op).
     tail_start = (4 * num_blocks).unsqueeze(1) + torch.arange(3, device=data.device)
     t = data.gather(1, tail_start)
-    h = h ^ _scramble(t[:, 0] | (t[:, 1] << 8) | (t[:, 2] << 16))
+    h = h ^ _scramble(t[:, 0] | (t[:, 1] * 0x100) | (t[:, 2] * 0x10000))
     h = h ^ lengths
-    h = h ^ (h >> 16)
+    h = h ^ (h // 0x10000)
     h = _mul32(h, 0x85EBCA6B)
-    h = h ^ (h >> 13)
+    h = h ^ (h // 0x2000)
     h = _mul32(h, 0xC2B2AE35)
-    return h ^ (h >> 16)
+    return h ^ (h // 0x10000)
 
 
 def _utf8(code_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
