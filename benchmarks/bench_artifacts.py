@@ -1,4 +1,5 @@
-"""Size and accuracy of UNO-EELBERT deployment artifacts (fp32, fp16, bf16, int8, ONNX) on a fine-tuned classifier.
+"""Size and accuracy of UNO-EELBERT deployment artifacts (fp32, fp16, bf16, int8, ONNX fp32 and int8) on a fine-tuned
+classifier.
 
     python benchmarks/bench_artifacts.py            # about 4 minutes on 2 cores
 
@@ -92,15 +93,21 @@ def main(argv=None):
         rows.append(("int8 (weights, per-row scales)", int8_path.stat().st_size, evaluate(lambda x: int8(**x).logits, tokenizer, *dev)))
         import onnxruntime
 
-        onnx_path = export_onnx(model, tmp / "onnx", inputs="inputs_embeds")  # the row measured below
-        session = onnxruntime.InferenceSession(str(onnx_path))
+        in_graph = export_onnx(model, tmp / "onnx")  # onnx/model.onnx and onnx/model_quantized.onnx
+        for name, path in (("ONNX fp32 (hash embedding in the graph)", in_graph),
+                           ("ONNX int8 (onnxruntime dynamic quantization)", in_graph.with_name("model_quantized.onnx"))):
+            session = onnxruntime.InferenceSession(str(path))
+            rows.append((name, path.stat().st_size, evaluate(
+                lambda x, s=session: torch.from_numpy(s.run(None, {k: v.numpy() for k, v in x.items()})[0]), tokenizer, *dev)))
+        on_embeds = export_onnx(model, tmp / "embeds", inputs="inputs_embeds")
+        session = onnxruntime.InferenceSession(str(on_embeds))
 
-        def run_onnx(x):
+        def run_on_embeds(x):
             feeds = {"inputs_embeds": embed_for_onnx(x["input_ids"], config).numpy(),
                      "attention_mask": x["attention_mask"].numpy(), "token_type_ids": x["token_type_ids"].numpy()}
             return torch.from_numpy(session.run(None, feeds)[0])
 
-        rows.append(("ONNX (fp32, on inputs_embeds)", onnx_path.stat().st_size, evaluate(run_onnx, tokenizer, *dev)))
+        rows.append(("ONNX fp32 on inputs_embeds (no vocabulary)", on_embeds.stat().st_size, evaluate(run_on_embeds, tokenizer, *dev)))
 
     print(f"UNO-EELBERT fine-tuned from scratch on {len(train[0]):,} SST-2 sentences x {args.epochs} epochs "
           f"({minutes:.1f} min); SST-2 dev, {len(dev[0])} sentences\n")

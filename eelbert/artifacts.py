@@ -5,8 +5,9 @@
 - int8: every matrix (linear weights, position and token-type embeddings) stored as int8 with one fp32
   scale per row (symmetric, round to nearest); vectors in fp16. `model.int8.safetensors` next to the config
   and the `modeling/` files; `load_int8` rebuilds a float model (needs this package).
-- ONNX: `export_onnx` (eelbert.onnx_export): the model on `input_ids` with the hash embedding inside the graph,
-  or on `inputs_embeds` from `embed_for_onnx(input_ids, config)`.
+- ONNX: `export_onnx` (eelbert.onnx_export): `onnx/model.onnx` and its int8 `onnx/model_quantized.onnx`, the model
+  on `input_ids` with the hash embedding inside the graph (config.json a BERT config, the layout transformers.js
+  loads), or on `inputs_embeds` from `embed_for_onnx(input_ids, config)`.
 """
 
 from pathlib import Path
@@ -17,18 +18,28 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig
 
 from .modeling.configuration_eelbert import auto_class_name
-from .onnx_export import ONNX_GRAPH, embed_for_onnx, export_onnx  # noqa: F401  (the artifacts' one entry point)
+from .onnx_export import (  # noqa: F401  (the artifacts' one entry point)
+    ONNX_GRAPH,
+    ONNX_QUANTIZED_GRAPH,
+    embed_for_onnx,
+    export_onnx,
+    exported_config,
+)
 
 INT8_WEIGHTS = "model.int8.safetensors"
 INT8_FORMAT = "eelbert-int8-rowwise-v1"
 
 
 def checkpoint_config(folder):
-    """The config of a local EELBERT checkpoint folder (fp32, fp16, bf16, int8 or ONNX), or a clear error."""
+    """The config of a local EELBERT checkpoint folder (fp32, fp16, bf16, int8 or ONNX), or a clear error. An ONNX
+    folder's config.json is a BERT config with the EELBERT fields beside it: their EelbertConfig, without vocabulary."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a checkpoint folder (no config.json)")
     config = AutoConfig.from_pretrained(folder)
+    exported = exported_config(config.to_dict())
+    if exported is not None:
+        return exported
     if config.model_type != "eelbert":
         raise ValueError(f"{folder} is a {config.model_type} checkpoint, not EELBERT (see `eelbert convert`)")
     return config

@@ -204,9 +204,10 @@ def _info(args):
         f"{config.num_attention_heads} / {config.intermediate_size}",
         "hash": f"{config.hash_function}, seed {config.hash_seed}, n-grams 1-{config.max_ngram_order}, "
         f"{config.embedding_size} dims, hash_version {config.hash_version}",
-        "vocabulary": f"{config.vocab_size:,} tokens ({len(config.special_tokens):,} special)",
+        # An ONNX folder's config.json leaves the tokens to the graph and tokenizer.json.
+        "vocabulary": f"{config.vocab_size:,} tokens" + (f" ({len(config.special_tokens):,} special)" if config.vocab else ""),
         "masked-LM decoder": config.mlm_decoder,
-        "files": {f.name: f.stat().st_size for f in sorted(folder.iterdir()) if f.is_file()},
+        "files": {str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*")) if f.is_file()},
     }
     print(json.dumps(info, indent=2, ensure_ascii=False))
 

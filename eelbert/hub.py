@@ -11,7 +11,7 @@ import transformers
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants
 from transformers import BertConfig
 
-from .artifacts import INT8_WEIGHTS, ONNX_GRAPH, checkpoint_config
+from .artifacts import INT8_WEIGHTS, ONNX_GRAPH, ONNX_QUANTIZED_GRAPH, checkpoint_config
 from .modeling.configuration_eelbert import auto_class_name
 from .presets import BASELINE_OF, baseline_config
 from .size import bert_class_of, weights_bytes
@@ -213,8 +213,10 @@ def model_card(folder, repo_id: str, revision: str | None = None, results: dict 
     architecture = (config.architectures or ["EelbertModel"])[0]
     auto_class = auto_class_name(config)
     bert_name, bert_class, bert_bytes = _bert_counterpart(config, architecture)
+    # A graph on input_ids in the transformers.js layout (config.json a BERT config) is a transformers.js model.
+    in_graph = weights == ONNX_GRAPH and _graph_input(folder) == "input_ids"
     card_data = ModelCardData(
-        library_name="transformers",
+        library_name="transformers.js" if in_graph else "transformers",
         license=license,
         tags=["eelbert", "bert", "hash-embeddings", "tiny-model"] + (["onnx"] if weights == ONNX_GRAPH else []),
         pipeline_tag=PIPELINE_TAG_OF[auto_class],
@@ -243,6 +245,8 @@ def model_card(folder, repo_id: str, revision: str | None = None, results: dict 
         "| model | weights file | bytes |",
         "| --- | --- | ---: |",
         f"| this checkpoint ({architecture}) | {weights} | {weights_bytes(folder):,} |",
+        *([f"| this checkpoint, int8 weights | {ONNX_QUANTIZED_GRAPH} | {(folder / ONNX_QUANTIZED_GRAPH).stat().st_size:,} |"]
+          if (folder / ONNX_QUANTIZED_GRAPH).is_file() else []),
         f"| {bert_name} ({bert_class}, fp32) | model.safetensors | {bert_bytes:,} |",
         "",
         f"Encoder: {config.num_hidden_layers} layer(s), hidden size {config.hidden_size}, {config.num_attention_heads} heads, "

@@ -18,7 +18,10 @@ tokens on one core), not on every run.
 """
 
 import copy
+import json
 import math
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -34,12 +37,15 @@ from .modeling.hashing_eelbert import (
     order_dimensions,
     projection_weights,
 )
+from .modeling.configuration_eelbert import EelbertConfig
 from .modeling.modeling_eelbert import hash_embed_ids
 
-ONNX_GRAPH = "model.onnx"
+# The layout transformers.js loads (and the Hub's ONNX models use): the graphs in onnx/, config.json beside them.
+ONNX_GRAPH = "onnx/model.onnx"
+ONNX_QUANTIZED_GRAPH = "onnx/model_quantized.onnx"
 GRAPH_INPUTS = ("input_ids", "inputs_embeds")
 
-_FOLDED_SIZE_LIMIT = 4096  # elements
+_FOLDED_SIZE_LIMIT = 256  # elements
 
 # Projections of the whole vocabulary are computed in groups of dimensions: bounds the int64 temporaries.
 _DIMS_PER_GROUP = 16
@@ -224,12 +230,87 @@ def export_graph(module, example, *, input_names, output_names, dynamic_shapes):
     for node in graph.graph.node:  # the exporter's per-node stack traces would be most of the file
         del node.metadata_props[:]
         node.doc_string = ""
-    del graph.graph.value_info[:]  # intermediate shapes: onnxruntime infers them
+    _compact(graph)
     return graph
 
 
+def _compact(model):
+    """Drop what onnxruntime does not need from a ModelProto, in place: intermediate shapes (value_info; it infers
+    them), node names and doc strings, and long intermediate value names (short ones instead). For a model this
+    small the names are a tenth of the file."""
+    graph = model.graph
+    if any(attribute.type in (attribute.GRAPH, attribute.GRAPHS) for node in graph.node for attribute in node.attribute):
+        raise ValueError("the graph has subgraphs (If/Loop/Scan), which _compact does not rename")
+    kept = {v.name for v in graph.input} | {v.name for v in graph.output} | {i.name for i in graph.initializer}
+    short_names = {}
+
+    def short(name):
+        return name if not name or name in kept else short_names.setdefault(name, f"{len(short_names):x}")
+
+    for node in graph.node:
+        node.name = ""
+        node.doc_string = ""
+        node.input[:] = [short(name) for name in node.input]
+        node.output[:] = [short(name) for name in node.output]
+    del graph.value_info[:]
+
+
+def quantize_onnx(path, output) -> Path:
+    """`output`: the graph at `path` with int8 weights, by onnxruntime's dynamic quantization with its defaults
+    (MatMul/Gemm weights int8 with one scale per tensor, activations quantized at run time by
+    DynamicQuantizeLinear; Gather tables uint8): standard ONNX operators, so any onnxruntime loads it."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import quantize_dynamic
+
+    # It logs a warning on the root logger for every integer tensor it declines to quantize (the vocabulary's).
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(path, output)
+    finally:
+        root.setLevel(level)
+    model = onnx.load(output)
+    _compact(model)  # the quantizer infers every intermediate shape into value_info and names its nodes
+    onnx.save(model, output)
+    return Path(output)
+
+
+def transformers_js_config(config, architecture: str) -> dict:
+    """config.json of an exported folder: a BERT config (model_type "bert", architectures Bert*), so
+    transformers.js and other ONNX runtimes that know BERT load the graph with BERT's inputs and outputs; the
+    EELBERT fields stay beside it (all but the vocabulary and special tokens, which the graph and tokenizer.json
+    hold) to say what the graph computes. No auto_map: there is nothing here for transformers' remote code to load."""
+    fields = config.to_dict()
+    for name in ("vocab", "special_tokens", "auto_map"):  # the special ids are in the graph
+        fields.pop(name, None)
+    fields["model_type"] = "bert"
+    fields["architectures"] = [bert_architecture(architecture)]
+    fields["exported_from"] = "eelbert"
+    return fields
+
+
+def bert_architecture(eelbert_architecture: str) -> str:
+    """EelbertForMaskedLM -> BertForMaskedLM."""
+    return eelbert_architecture.replace("Eelbert", "Bert", 1)
+
+
+def exported_config(fields: dict):
+    """The EelbertConfig (without vocabulary) of an exported folder's config.json fields, or None if the folder was
+    not exported from EELBERT."""
+    if fields.get("exported_from") != "eelbert":
+        return None
+    fields = {name: value for name, value in fields.items() if name not in ("model_type", "exported_from")}
+    fields["architectures"] = [name.replace("Bert", "Eelbert", 1) for name in fields.get("architectures") or []]
+    return EelbertConfig(**fields)
+
+
 def export_onnx(model, folder, *, inputs: str = "input_ids") -> Path:
-    """Export `model` (an EelbertModel or any task head) to folder/model.onnx, and its config to folder/config.json.
+    """Export `model` (an EelbertModel or any task head) to folder/onnx/model.onnx, its int8 version to
+    folder/onnx/model_quantized.onnx (`quantize_onnx`), and its config to folder/config.json: a BERT config
+    (`transformers_js_config`), or for `inputs="inputs_embeds"` the EELBERT config `embed_for_onnx` needs.
 
     Inputs (int64, dynamic batch and sequence; multiple choice: [batch, choices, sequence]): `input_ids`,
     `attention_mask`, `token_type_ids`, with the hash embedding computed inside the graph from the packed
@@ -241,7 +322,7 @@ def export_onnx(model, folder, *, inputs: str = "input_ids") -> Path:
         raise ValueError(f"inputs must be one of {GRAPH_INPUTS}, got {inputs!r}")
     if getattr(model.config, "model_type", None) != "eelbert":
         raise ValueError(f"only EELBERT models can be exported this way, got a {type(model).__name__}")
-    config = model.config
+    config, architecture = model.config, type(model).__name__
     embedding = PackedVocabularyEmbedding(config)  # refuses unencodable tokens
     model = copy.deepcopy(model).eval().float()  # the export swaps the embedding module: not the caller's model
     model.base_model.embeddings.word_embeddings = embedding
@@ -262,8 +343,15 @@ def export_onnx(model, folder, *, inputs: str = "input_ids") -> Path:
     )
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ONNX_GRAPH
-    path.write_bytes(graph.SerializeToString())
-    config.save_pretrained(folder)
-    return path
+    with tempfile.TemporaryDirectory() as tmp:  # both graphs made before anything is written to folder
+        fp32, int8 = Path(tmp) / "model.onnx", Path(tmp) / "model_quantized.onnx"
+        fp32.write_bytes(graph.SerializeToString())
+        quantize_onnx(fp32, int8)
+        (folder / ONNX_GRAPH).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fp32, folder / ONNX_GRAPH)
+        shutil.copyfile(int8, folder / ONNX_QUANTIZED_GRAPH)
+    if inputs == "input_ids":
+        (folder / "config.json").write_text(json.dumps(transformers_js_config(config, architecture), indent=2, sort_keys=True) + "\n")
+    else:  # embed_for_onnx needs the vocabulary: the EELBERT config
+        config.save_pretrained(folder)
+    return folder / ONNX_GRAPH

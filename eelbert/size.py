@@ -15,7 +15,7 @@ from .modeling import modeling_eelbert
 from .presets import BASELINE_OF, EELBERT_PRESETS, baseline_config, preset_config
 
 BERT_UNCASED_VOCAB_SIZE = 30522
-WEIGHT_FILES = ("*.safetensors", "*.onnx")  # fp32/fp16/bf16 and int8 checkpoints, ONNX graphs
+WEIGHT_FILES = ("*.safetensors", "onnx/model.onnx")  # fp32/fp16/bf16 and int8 checkpoints, the fp32 ONNX graph
 
 
 def weights_bytes(model_or_folder) -> int:

@@ -1,12 +1,16 @@
 """ONNX with the hash embedding inside the graph: bit-exact embeddings in onnxruntime, every head's outputs."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 import eelbert
+from eelbert.artifacts import checkpoint_config
 from eelbert.cli import main
 from eelbert.onnx_export import PackedVocabularyEmbedding, export_graph, export_onnx
+from helpers import run_python
 
 onnxruntime = pytest.importorskip("onnxruntime")
 
@@ -74,23 +78,65 @@ def test_every_head_exports_on_input_ids_and_matches_pytorch_in_onnxruntime(
     torch.manual_seed(0)
     model = model_class(uno_config).eval()
     path = export_onnx(model, tmp_path)
+    assert path == tmp_path / "onnx" / "model.onnx"
     assert path.stat().st_size <= 1_600_000  # UNO-EELBERT, vocabulary included
+    quantized = tmp_path / "onnx" / "model_quantized.onnx"
+    masked_lm = model_class is eelbert.EelbertForMaskedLM
+    # int8 weights: <= 0.6 MB, but the masked-LM head's output bias (30,522 floats, 122 KB) stays fp32.
+    assert quantized.stat().st_size <= (720_000 if masked_lm else 600_000)
     # The masked-LM graph scores against the whole table, a constant expression that onnxruntime folds at load by
     # default (tens of seconds for 30,522 tokens); unfolded it is computed by the same kernels on each run.
-    options = {"disabled_optimizers": ["ConstantFolding"]} if model_class is eelbert.EelbertForMaskedLM else {}
-    session = _session(str(path), **options)
-    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
-    assert [o.name for o in session.get_outputs()] == output_names
+    options = {"disabled_optimizers": ["ConstantFolding"]} if masked_lm else {}
+    session, int8_session = _session(str(path), **options), _session(str(quantized), **options)
+    for graph in (session, int8_session):
+        assert [i.name for i in graph.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
+        assert [o.name for o in graph.get_outputs()] == output_names
     for texts in (["hello world"], ["the cat sat on the [MASK].", "東京 😀 naïve façade", "a much longer third one"]):
         batch = tokenizer(texts, return_tensors="pt", padding=True)
         if model_class is eelbert.EelbertForMultipleChoice:  # one question, len(texts) choices
             batch = {name: ids.unsqueeze(0) for name, ids in batch.items()}
-        got = session.run(None, {name: ids.numpy() for name, ids in batch.items()})
+        feeds = {name: ids.numpy() for name, ids in batch.items()}
+        got, got_int8 = session.run(None, feeds), int8_session.run(None, feeds)
         with torch.no_grad():
             expected = model(**batch, return_dict=True)
-        for name, value in zip(output_names, got):
-            assert value.shape == tuple(expected[name].shape), name
+        for name, value, value_int8 in zip(output_names, got, got_int8):
+            assert value.shape == value_int8.shape == tuple(expected[name].shape), name
             assert np.abs(value - expected[name].numpy()).max() <= 1e-4, name
+            # int8 weights: close, not equal (relative error ~1e-2 measured; accuracy: bench_artifacts.py).
+            assert np.linalg.norm(value_int8 - value) <= 0.05 * np.linalg.norm(value), name
+
+
+def test_the_export_is_a_bert_onnx_folder_with_int8_weights_the_standard_way(uno_config, tmp_path, capsys):
+    import onnx
+    from transformers import AutoConfig, BertConfig
+
+    torch.manual_seed(0)
+    model = eelbert.EelbertForSequenceClassification(uno_config).eval()
+    export_onnx(model, tmp_path)
+    # config.json: what a BERT ONNX folder has (transformers.js and other runtimes that know BERT read it), with
+    # the EELBERT fields beside it and neither the vocabulary nor remote code.
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert type(config) is BertConfig and config.architectures == ["BertForSequenceClassification"]
+    assert (config.hidden_size, config.num_hidden_layers, config.vocab_size, config.id2label) == (
+        uno_config.hidden_size, uno_config.num_hidden_layers, uno_config.vocab_size, uno_config.id2label)
+    fields = json.loads((tmp_path / "config.json").read_text())
+    assert "vocab" not in fields and "auto_map" not in fields and not list(tmp_path.glob("*.py"))
+    # The EELBERT config of the folder (model card, `eelbert info`) comes back from those fields.
+    exported = checkpoint_config(tmp_path)
+    assert type(exported) is eelbert.EelbertConfig and exported.architectures == ["EelbertForSequenceClassification"]
+    assert all(getattr(exported, name) == getattr(uno_config, name) for name in
+               ("embedding_size", "max_ngram_order", "hash_function", "hash_seed", "hash_version", "continuing_subword_prefix"))
+    assert fields["embedding_fingerprint"] == uno_config.embedding_fingerprint()  # says which vocabulary the graph holds
+    capsys.readouterr()
+    assert main(["info", str(tmp_path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["architecture"] == "EelbertForSequenceClassification" and "onnx/model_quantized.onnx" in info["files"]
+    # int8 by onnxruntime's own dynamic quantization: standard operators, int8 weight matrices.
+    quantized = onnx.load(tmp_path / "onnx" / "model_quantized.onnx")
+    assert {node.domain for node in quantized.graph.node} <= {"", "ai.onnx"}
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= {node.op_type for node in quantized.graph.node}
+    int8_weights = [i for i in quantized.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert sum(int(np.prod(i.dims)) for i in int8_weights) >= 0.5 * sum(p.numel() for p in model.parameters())
 
 
 def test_export_refuses_bad_arguments_and_unencodable_vocabularies_and_writes_nothing(uno_config, tmp_path):
@@ -113,7 +159,7 @@ def test_command_line_onnx_input_option(tokenizer_path, tmp_path, capsys):
     assert error.count("\n") == 1 and "--onnx-input is for the onnx format, not fp16" in error
     assert not (tmp_path / "fp16").exists()
     assert main(["export", "onnx", str(tmp_path / "uno"), str(tmp_path / "embeds"), "--onnx-input", "inputs_embeds"]) == 0
-    session = _session(str(tmp_path / "embeds" / "model.onnx"))
+    session = _session(str(tmp_path / "embeds" / "onnx" / "model.onnx"))
     assert [i.name for i in session.get_inputs()][0] == "inputs_embeds"
     assert [o.name for o in session.get_outputs()] == ["start_logits", "end_logits"]
 
@@ -127,3 +173,50 @@ def test_packed_embedding_without_a_continuation_prefix_marks_every_token_as_wor
         embedded[prefix] = PackedVocabularyEmbedding(config)(torch.arange(5))
         assert torch.equal(embedded[prefix], eelbert.hash_embed(config.vocab, config))
     assert not torch.equal(embedded[None][2], embedded["##"][2]) and torch.equal(embedded[None][1], embedded["##"][1])
+
+
+NO_ML_STACK = """
+import json, sys
+for name in ("torch", "transformers", "eelbert", "mmh3"):
+    sys.modules[name] = None  # importing any of them fails from here on
+try:
+    import torch
+except ImportError:
+    pass
+else:
+    raise SystemExit("torch imported")
+import numpy as np
+import onnxruntime
+from tokenizers import Tokenizer
+
+folder = sys.argv[1]
+tokenizer = Tokenizer.from_file(f"{folder}/tokenizer.json")
+tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+encodings = tokenizer.encode_batch(["EELBERT runs on a watch.", "東京 😀 naïve"])
+feeds = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+         "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+         "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
+outputs = {}
+for graph in ("model", "model_quantized"):
+    session = onnxruntime.InferenceSession(f"{folder}/onnx/{graph}.onnx")
+    outputs[graph] = dict(zip([o.name for o in session.get_outputs()], (v.tolist() for v in session.run(None, feeds))))
+print(json.dumps({"input_ids": feeds["input_ids"].tolist(), "outputs": outputs}))
+"""
+
+
+@pytest.mark.parametrize("model_class", [eelbert.EelbertModel, eelbert.EelbertForSequenceClassification],
+                         ids=["encoder", "classifier"])
+def test_the_exported_folder_runs_with_only_onnxruntime_tokenizers_and_numpy(uno_config, tokenizer, tmp_path, model_class):
+    torch.manual_seed(0)
+    model = model_class(uno_config).eval()
+    export_onnx(model, tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    result = json.loads(run_python(NO_ML_STACK.replace("sys.argv[1]", repr(str(tmp_path)))).splitlines()[-1])
+    batch = tokenizer(["EELBERT runs on a watch.", "東京 😀 naïve"], return_tensors="pt", padding=True)
+    assert result["input_ids"] == batch["input_ids"].tolist()  # the tokenizers library alone tokenizes the same
+    with torch.no_grad():
+        expected = model(**batch, return_dict=True)
+    for name, value in result["outputs"]["model"].items():
+        assert np.abs(np.array(value) - expected[name].numpy()).max() <= 1e-4, name
+    for name, value in result["outputs"]["model_quantized"].items():
+        assert np.linalg.norm(np.array(value) - expected[name].numpy()) <= 0.05 * np.linalg.norm(expected[name].numpy())
