@@ -106,6 +106,9 @@ class PackedVocabularyEmbedding(nn.Module):
         return self._embed((self.token_lengths >= 0).long().cumsum(0) - 1)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # ONNX's Gather wraps negative indices (-1 would be the last token); as vocab_size they are out of range,
+        # which onnxruntime refuses with an error, as it does every id >= vocab_size.
+        input_ids = torch.where(input_ids < 0, self.num_embeddings, input_ids)
         return nn.functional.embedding(input_ids, self.weight) if self.lookup else self._embed(input_ids)
 
     def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -220,3 +220,14 @@ def test_the_exported_folder_runs_with_only_onnxruntime_tokenizers_and_numpy(uno
         assert np.abs(np.array(value) - expected[name].numpy()).max() <= 1e-4, name
     for name, value in result["outputs"]["model_quantized"].items():
         assert np.linalg.norm(np.array(value) - expected[name].numpy()) <= 0.05 * np.linalg.norm(expected[name].numpy())
+
+
+def test_ids_outside_the_vocabulary_are_an_onnxruntime_error_not_another_tokens_embedding(uno_config, tmp_path):
+    model = eelbert.EelbertModel(uno_config).eval()
+    session = _session(str(export_onnx(model, tmp_path)))
+    ones = np.ones((1, 3), dtype=np.int64)
+    session.run(None, {"input_ids": np.array([[101, 2000, 102]]), "attention_mask": ones, "token_type_ids": 0 * ones})
+    for bad in (-1, uno_config.vocab_size):  # Gather alone would wrap -1 to the last token
+        with pytest.raises(Exception, match="out of (data )?bounds|out of range|invalid"):
+            session.run(None, {"input_ids": np.array([[101, bad, 102]]), "attention_mask": ones,
+                               "token_type_ids": 0 * ones})
