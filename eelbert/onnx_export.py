@@ -116,7 +116,8 @@ class PackedVocabularyEmbedding(nn.Module):
         rows, valid = self._byte_rows(ids)
         table = self._pooled(rows, valid)
         if self.special_ids.numel():
-            is_special = (ids.unsqueeze(1) == self.special_ids.long()).any(1, keepdim=True)
+            # Compared as int32: an int64 copy of the special ids would be folded into the file.
+            is_special = (ids.int().unsqueeze(1) == self.special_ids).any(1, keepdim=True)
             table = torch.where(is_special, self._whole_string(rows, valid), table)
         return table.reshape(*input_ids.shape, self.embedding_dim)
 
