@@ -180,8 +180,12 @@ def _export(args):
         artifacts.export_onnx(model, output, inputs=args.onnx_input or "input_ids")
     if (Path(args.checkpoint) / "tokenizer_config.json").is_file():
         _tokenizer(args.checkpoint).save_pretrained(output)
-    print(f"{args.format}: {output} ({weights_bytes(output):,} bytes of weights; "
-          f"{args.checkpoint}: {weights_bytes(args.checkpoint):,})")
+    if args.format == "onnx":  # both graphs, vocabulary included
+        sizes = ", ".join(f"{name} {(output / name).stat().st_size:,} bytes"
+                          for name in (artifacts.ONNX_GRAPH, artifacts.ONNX_QUANTIZED_GRAPH))
+    else:
+        sizes = f"{weights_bytes(output):,} bytes of weights"
+    print(f"{args.format}: {output} ({sizes}; {args.checkpoint}: {weights_bytes(args.checkpoint):,})")
 
 
 def _push(args):
