@@ -8,8 +8,11 @@ import { run } from './run.js';
 const { env } = transformers;
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
-env.localModelPath = new URL('models/', location.href).pathname; // a path, not a URL: transformers.js 4.3 looks for local files only at paths
+// A path, not a URL: transformers.js 4.3 looks for local files only at paths (with a URL it finds no tokenizer).
+env.localModelPath = new URL('models/', location.href).pathname;
 env.useBrowserCache = false;
+// onnxruntime-web's plain WASM build, served from here (transformers.js would fetch its asyncify build from a CDN,
+// and that build has no Cast from int64 to double, which the hash embedding's float64 pooling needs).
 const runtime = new URL('node_modules/onnxruntime-web/dist/', location.href).href;
 env.backends.onnx.wasm.wasmPaths = {
   mjs: `${runtime}ort-wasm-simd-threaded.mjs`,
@@ -23,7 +26,7 @@ const options = {
   dtype: query.get('dtype') ?? 'fp32',
   texts: query.getAll('text').length ? query.getAll('text') : ['The quick brown fox jumps over the lazy dog.'],
   repeat: Number(query.get('repeat') ?? 0),
-  session_options: JSON.parse(query.get('session_options') ?? '{}'),
+  session_options: query.has('session_options') ? JSON.parse(query.get('session_options')) : undefined,
 };
 document.getElementById('options').textContent = JSON.stringify(options);
 
@@ -32,6 +35,8 @@ try {
   output = await run(transformers, options);
   const downloads = performance.getEntriesByType('resource').filter((entry) => entry.name.includes('/models/'));
   output.downloads = downloads.map((entry) => ({ url: entry.name, bytes: entry.encodedBodySize }));
+  output.foreign_requests = performance.getEntriesByType('resource').map((entry) => entry.name)
+    .filter((url) => !url.startsWith(location.origin));
   output.user_agent = navigator.userAgent;
 } catch (error) {
   output = { error: String(error?.stack ?? error) };

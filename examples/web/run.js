@@ -3,7 +3,13 @@
 
 const ints = (tensor) => tensor.tolist().flat().map(Number); // int64 tensors hold BigInts, which JSON cannot
 
+// A masked-LM EELBERT scores against the whole hash table, which its graph computes from constants: onnxruntime's
+// constant folding would compute it once at load, but that needs more memory than WASM has (std::bad_alloc) and
+// ~30 s in Node, so fill-mask computes it on each call instead (~1.4 s in Chromium for BERT's 30,522 tokens).
+const NO_CONSTANT_FOLDING = { extra: { optimization: { disable_specified_optimizers: 'ConstantFolding' } } };
+
 export async function run(transformers, { model, task, dtype = 'fp32', texts, repeat = 0, session_options }) {
+  session_options ??= task === 'fill-mask' ? NO_CONSTANT_FOLDING : {};
   const pipe = await transformers.pipeline(task, model, { dtype, session_options });
   const loaded_ms = performance.now();
   const results = [];
