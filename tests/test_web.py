@@ -41,8 +41,7 @@ HEADS = {"encoder": eelbert.EelbertModel, "classifier": eelbert.EelbertForSequen
          "masked-lm": eelbert.EelbertForMaskedLM}
 
 
-def _missing(what: str, install: str):
-    message = f"{what} is missing: {install}"
+def _missing(message: str):
     if os.environ.get("EELBERT_REQUIRE_BROWSER") == "1":
         pytest.fail(f"{message} (EELBERT_REQUIRE_BROWSER=1 makes this a failure)")
     pytest.skip(message)
@@ -53,20 +52,20 @@ def npm_packages():
     pinned = json.loads((WEB / "package.json").read_text())["dependencies"]["@huggingface/transformers"]
     installed = WEB / "node_modules" / "@huggingface" / "transformers" / "package.json"
     if not installed.is_file() or json.loads(installed.read_text())["version"] != pinned:
-        _missing(f"examples/web's npm packages (@huggingface/transformers {pinned})",
+        _missing(f"examples/web's npm packages (@huggingface/transformers {pinned}) are not installed: "
                  "cd examples/web && ONNXRUNTIME_NODE_INSTALL=skip npm ci")
 
 
 @pytest.fixture(scope="module")
 def chromium(npm_packages):
     if serve.chromium() is None:
-        _missing("headless Chromium", "apt-get install chromium")
+        _missing("headless Chromium is not installed: apt-get install chromium")
 
 
 @pytest.fixture(scope="module")
 def node(npm_packages):
     if shutil.which("node") is None:
-        _missing("Node.js", "apt-get install nodejs npm")
+        _missing("Node.js is not installed: apt-get install nodejs npm")
 
 
 def _transformersjs_layout(folder):
