@@ -1,0 +1,135 @@
+"""UNO-EELBERT against BERT-tiny in the browser: the page in examples/web/, headless Chromium, transformers.js.
+
+    python benchmarks/bench_web.py [--rounds 3] [--repeat 30]     # about 2 minutes on 2 cores
+
+Both encoders (random weights: sizes and speed do not depend on them; BERT uncased vocabulary and tokenizer)
+are exported to the layout transformers.js loads (config.json, tokenizer files, onnx/model.onnx and the int8
+onnx/model_quantized.onnx): UNO-EELBERT with `eelbert export onnx`, BERT-tiny (transformers' BertModel: 2 layers,
+hidden 128, 2 heads, intermediate 512) with the same exporter settings (torch.onnx.export(dynamo=True), same inputs
+and outputs) and onnxruntime's dynamic int8 quantization. Each round opens the page once per model and dtype, in a
+fresh Chromium profile (nothing cached), running the feature-extraction pipeline; prints a markdown table of
+medians over the rounds: bytes the page downloaded for the model (config, tokenizer, ONNX graph), time from
+navigation start to the first result, and median latency of a pipeline call on a 16-token sentence.
+"""
+
+import argparse
+import importlib.util
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.parse
+from pathlib import Path
+
+import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+import eelbert
+from eelbert.cli import main as eelbert_cli
+from eelbert.onnx_export import export_graph
+
+REPO = Path(__file__).resolve().parents[1]
+VOCAB = REPO.parent / "shared" / "data" / "vocab" / "bert-base-uncased"
+_spec = importlib.util.spec_from_file_location("serve", REPO / "examples" / "web" / "serve.py")
+serve = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(serve)
+
+SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."  # 16 tokens with [CLS], [SEP]
+DTYPES = {"fp32": "fp32", "q8": "int8"}
+
+
+class _Encoder(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return outputs.last_hidden_state, outputs.pooler_output
+
+
+def bert_tiny(tokenizer, folder: Path):
+    """BERT-tiny's encoder as transformers.js loads it, exported like `eelbert export onnx` exports EELBERT."""
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=512)
+    model = BertModel(config).eval()
+    shape = (2, 8)
+    example = (torch.arange(16).reshape(shape), torch.ones(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long))
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence", max=config.max_position_embeddings)}
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    graph = export_graph(_Encoder(model), example, input_names=names, output_names=["last_hidden_state", "pooler_output"],
+                         dynamic_shapes={name: dims for name in names})
+    (folder / "onnx").mkdir(parents=True)
+    (folder / "onnx" / "model.onnx").write_bytes(graph.SerializeToString())
+    config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def uno_eelbert(tokenizer, folder: Path, scratch: Path):
+    """UNO-EELBERT's encoder exported with the command line."""
+    config = eelbert.preset_config("uno-eelbert", tokenizer=tokenizer)
+    eelbert.EelbertModel(config).save_pretrained(scratch)
+    tokenizer.save_pretrained(scratch)
+    eelbert_cli(["export", "onnx", str(scratch), str(folder)])
+    # TEMPORARY until `eelbert export onnx` writes the transformers.js layout itself
+    spec = importlib.util.spec_from_file_location("test_web", REPO / "tests" / "test_web.py")
+    sys.path.insert(0, str(REPO / "tests"))
+    test_web = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_web)
+    test_web._transformersjs_layout(folder)
+
+
+def measure(server, name, dtype, repeat):
+    query = urllib.parse.urlencode({"model": name, "task": "feature-extraction", "dtype": dtype, "text": SENTENCE,
+                                    "repeat": repeat})
+    run = json.loads(serve.run_headless(server, query, timeout=600))
+    if "error" in run:
+        raise RuntimeError(f"{name} {dtype}: {run['error']}")
+    if len(run["results"][0]["input_ids"]) != 16:
+        raise RuntimeError(f"the sentence is {len(run['results'][0]['input_ids'])} tokens, not 16")
+    return {"bytes": sum(d["bytes"] for d in run["downloads"]), "first_ms": run["first_result_ms"],
+            "latency_ms": statistics.median(run["latencies_ms"]), "user_agent": run["user_agent"]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="page loads per model and dtype (medians are reported)")
+    parser.add_argument("--repeat", type=int, default=30, help="timed pipeline calls per page load")
+    args = parser.parse_args()
+    if serve.chromium() is None or not (REPO / "examples" / "web" / "node_modules").is_dir():
+        sys.exit("needs Chromium and the page's npm packages: apt-get install chromium; "
+                 "cd examples/web && ONNXRUNTIME_NODE_INSTALL=skip npm ci")
+    tokenizer = AutoTokenizer.from_pretrained(VOCAB)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp) / "models"
+        uno_eelbert(tokenizer, models / "uno-eelbert", Path(tmp) / "checkpoint")
+        bert_tiny(tokenizer, models / "bert-tiny")
+        for name in ("uno-eelbert", "bert-tiny"):
+            onnx = models / name / "onnx"
+            if not (onnx / "model_quantized.onnx").is_file():
+                quantize_dynamic(onnx / "model.onnx", onnx / "model_quantized.onnx", weight_type=QuantType.QInt8)
+        runs = {}
+        with serve.PageServer(models) as server:
+            for _ in range(args.rounds):  # interleaved, so that a busy moment of the machine hits every model alike
+                for dtype in DTYPES:
+                    for name in ("uno-eelbert", "bert-tiny"):
+                        runs.setdefault((name, dtype), []).append(measure(server, name, dtype, args.repeat))
+    result = {key: {metric: statistics.median(r[metric] for r in rs) for metric in ("bytes", "first_ms", "latency_ms")}
+              for key, rs in runs.items()}
+    chromium = subprocess.run([serve.chromium(), "--version"], capture_output=True, text=True).stdout.strip()
+    print(f"{chromium}; {args.rounds} page loads per row (medians), {args.repeat} timed calls each\n")
+    print("| model | weights | downloaded (model + tokenizer) | time to first result | median latency, 16 tokens |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for dtype, label in DTYPES.items():
+        uno, tiny = result["uno-eelbert", dtype], result["bert-tiny", dtype]
+        for name, r in (("UNO-EELBERT", uno), ("BERT-tiny", tiny)):
+            print(f"| {name} | {label} | {r['bytes']:,.0f} B | {r['first_ms']:,.0f} ms | {r['latency_ms']:.2f} ms |")
+        print(f"| EELBERT / BERT-tiny | {label} | {uno['bytes'] / tiny['bytes']:.2f} | "
+              f"{uno['first_ms'] / tiny['first_ms']:.2f} | {uno['latency_ms'] / tiny['latency_ms']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
