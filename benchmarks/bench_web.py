@@ -16,8 +16,11 @@ different kernels) and over calls 201-250 (warm).
 """
 
 import argparse
+import base64
 import importlib.util
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -99,9 +102,58 @@ def measure(server, name, dtype):
             "cold_ms": statistics.median(run["latencies_ms"][COLD]), "warm_ms": statistics.median(run["latencies_ms"][WARM])}
 
 
+def screenshot(server, query: str, path: Path):
+    """A PNG of the page once it has reported its results, through Chromium's DevTools protocol on a pipe
+    (--remote-debugging-pipe: JSON messages ending in NUL on file descriptors 3 and 4; no extra package)."""
+    to_chromium, from_chromium = os.pipe(), os.pipe()
+
+    def pipes():  # in the child: Chromium reads commands on fd 3 and writes answers on fd 4
+        os.dup2(to_chromium[0], 3)
+        os.dup2(from_chromium[1], 4)
+
+    command = [serve.chromium(), "--headless", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+               "--window-size=900,300", "--remote-debugging-pipe", f"{server.url}?report=1&{query}"]
+    with tempfile.TemporaryDirectory() as profile:
+        command.insert(1, f"--user-data-dir={profile}")
+        if os.geteuid() == 0:
+            command.insert(1, "--no-sandbox")
+        browser = subprocess.Popen(command, preexec_fn=pipes, pass_fds=(3, 4), stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+        os.close(to_chromium[0])
+        os.close(from_chromium[1])
+        answers = os.fdopen(from_chromium[0], "rb")
+        pending = b""
+
+        def call(method, session=None, **params):
+            nonlocal pending
+            message = {"id": call.id, "method": method, "params": params, **({"sessionId": session} if session else {})}
+            os.write(to_chromium[1], json.dumps(message).encode() + b"\0")
+            call.id += 1
+            while True:  # skip events and other answers
+                while b"\0" not in pending:
+                    pending += answers.read1(1 << 20)
+                line, pending = pending.split(b"\0", 1)
+                answer = json.loads(line)
+                if answer.get("id") == message["id"]:
+                    return answer["result"]
+
+        call.id = 1
+        try:
+            server.results.get(timeout=120)
+            page = next(t for t in call("Target.getTargets")["targetInfos"] if t["type"] == "page")
+            session = call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
+            path.write_bytes(base64.b64decode(call("Page.captureScreenshot", session, format="png")["data"]))
+        finally:
+            os.killpg(browser.pid, signal.SIGKILL)
+            browser.wait()
+            answers.close()
+            os.close(to_chromium[1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="page loads per model and dtype (medians are reported)")
+    parser.add_argument("--screenshot", type=Path, help="also save a PNG of the page running UNO-EELBERT here")
     args = parser.parse_args()
     if serve.chromium() is None or not (REPO / "examples" / "web" / "node_modules").is_dir():
         sys.exit("needs Chromium and the page's npm packages: apt-get install chromium; "
@@ -122,6 +174,9 @@ def main():
                 for dtype in DTYPES:
                     for name in ("uno-eelbert", "bert-tiny"):
                         runs.setdefault((name, dtype), []).append(measure(server, name, dtype))
+            if args.screenshot:
+                screenshot(server, urllib.parse.urlencode({"model": "uno-eelbert", "task": "feature-extraction",
+                                                           "text": SENTENCE, "repeat": 50}), args.screenshot)
     metrics = ("bytes", "first_ms", "cold_ms", "warm_ms")
     result = {key: {metric: statistics.median(r[metric] for r in rs) for metric in metrics} for key, rs in runs.items()}
     chromium = subprocess.run([serve.chromium(), "--version"], capture_output=True, text=True).stdout.strip()

@@ -30,6 +30,26 @@ const options = {
 };
 document.getElementById('options').textContent = JSON.stringify(options);
 
+function summary({ model, dtype, loaded_ms, first_result_ms, latencies_ms, results, downloads }) {
+  const bytes = downloads.reduce((sum, download) => sum + download.bytes, 0);
+  const lines = [`${model} (${dtype}): ${bytes.toLocaleString('en')} bytes downloaded, loaded at ${loaded_ms.toFixed(0)} ms, `
+    + `first result at ${first_result_ms.toFixed(0)} ms`];
+  if (latencies_ms.length) {
+    const sorted = [...latencies_ms].sort((a, b) => a - b);
+    lines.push(`${latencies_ms.length} more calls: median ${sorted[sorted.length >> 1].toFixed(2)} ms`);
+  }
+  for (const result of results) {
+    lines.push('', `${result.text} (${result.input_ids.length} tokens)`);
+    if (result.last_hidden_state) {
+      const vector = result.last_hidden_state[0];
+      lines.push(`  ${result.last_hidden_state.length} vectors of ${vector.length}: [${vector.slice(0, 4).map((x) => x.toFixed(4)).join(', ')}, …]`);
+    }
+    for (const { label, score } of result.labels ?? []) lines.push(`  ${label}: ${score.toFixed(4)}`);
+    for (const { token_str, score } of result.predictions ?? []) lines.push(`  ${token_str}: ${score.toExponential(3)}`);
+  }
+  return lines.join('\n');
+}
+
 let output;
 try {
   output = await run(transformers, options);
@@ -42,6 +62,11 @@ try {
   output = { error: String(error?.stack ?? error) };
 }
 window.results = output;
+try {
+  document.getElementById('summary').textContent = output.error ?? summary(output);
+} catch (error) {
+  document.getElementById('summary').textContent = String(error); // the results are still reported below
+}
 document.getElementById('results').textContent = JSON.stringify(output, null, 1);
 if (query.get('report') === '1') {
   await fetch('results', { method: 'POST', body: JSON.stringify(output) });

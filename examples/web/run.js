@@ -23,7 +23,7 @@ export async function run(transformers, { model, task, dtype = 'fp32', texts, re
       result.labels = await pipe(text, { top_k: null });
       result.logits = (await pipe.model(encoded)).logits.tolist()[0];
     } else if (task === 'fill-mask') {
-      result.predictions = (await pipe(text, { top_k: 5 })).map(({ score, token }) => ({ score, token }));
+      result.predictions = (await pipe(text, { top_k: 5 })).map(({ score, token, token_str }) => ({ score, token, token_str }));
     } else {
       throw new Error(`task must be feature-extraction, text-classification or fill-mask, got ${task}`);
     }
