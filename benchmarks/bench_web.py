@@ -6,7 +6,7 @@ Both encoders (random weights: sizes and speed do not depend on them; BERT uncas
 are exported to the layout transformers.js loads (config.json, tokenizer files, onnx/model.onnx and the int8
 onnx/model_quantized.onnx): UNO-EELBERT with `eelbert export onnx`, BERT-tiny (transformers' BertModel: 2 layers,
 hidden 128, 2 heads, intermediate 512) with the same exporter settings (torch.onnx.export(dynamo=True), same inputs
-and outputs) and onnxruntime's dynamic int8 quantization. Each round opens the page once per model and dtype, in a
+and outputs, the same int8 quantization). Each round opens the page once per model and dtype, in a
 fresh Chromium profile (nothing cached), running the feature-extraction pipeline; prints a markdown table of
 medians over the rounds: bytes the page downloaded for the model (config, tokenizer, ONNX graph), time from
 navigation start to the first result, and the median latency of a pipeline call on a 16-token sentence, over
@@ -29,12 +29,11 @@ import urllib.parse
 from pathlib import Path
 
 import torch
-from onnxruntime.quantization import QuantType, quantize_dynamic
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 import eelbert
 from eelbert.cli import main as eelbert_cli
-from eelbert.onnx_export import export_graph
+from eelbert.onnx_export import export_graph, quantize_onnx
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = REPO.parent / "shared" / "data" / "vocab" / "bert-base-uncased"
@@ -69,6 +68,7 @@ def bert_tiny(tokenizer, folder: Path):
                          dynamic_shapes={name: dims for name in names})
     (folder / "onnx").mkdir(parents=True)
     (folder / "onnx" / "model.onnx").write_bytes(graph.SerializeToString())
+    quantize_onnx(folder / "onnx" / "model.onnx", folder / "onnx" / "model_quantized.onnx")
     config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
@@ -79,12 +79,6 @@ def uno_eelbert(tokenizer, folder: Path, scratch: Path):
     eelbert.EelbertModel(config).save_pretrained(scratch)
     tokenizer.save_pretrained(scratch)
     eelbert_cli(["export", "onnx", str(scratch), str(folder)])
-    # TEMPORARY until `eelbert export onnx` writes the transformers.js layout itself
-    spec = importlib.util.spec_from_file_location("test_web", REPO / "tests" / "test_web.py")
-    sys.path.insert(0, str(REPO / "tests"))
-    test_web = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(test_web)
-    test_web._transformersjs_layout(folder)
 
 
 COLD, WARM = slice(0, 30), slice(200, 250)  # pipeline calls after the first result
@@ -164,10 +158,6 @@ def main():
         models = Path(tmp) / "models"
         uno_eelbert(tokenizer, models / "uno-eelbert", Path(tmp) / "checkpoint")
         bert_tiny(tokenizer, models / "bert-tiny")
-        for name in ("uno-eelbert", "bert-tiny"):
-            onnx = models / name / "onnx"
-            if not (onnx / "model_quantized.onnx").is_file():
-                quantize_dynamic(onnx / "model.onnx", onnx / "model_quantized.onnx", weight_type=QuantType.QInt8)
         runs = {}
         with serve.PageServer(models) as server:
             for _ in range(args.rounds):  # interleaved, so that a busy moment of the machine hits every model alike

@@ -68,23 +68,6 @@ def node(npm_packages):
         _missing("Node.js is not installed: apt-get install nodejs npm")
 
 
-def _transformersjs_layout(folder):
-    """Until `eelbert export onnx` writes the transformers.js layout itself: onnx/model.onnx, an int8
-    onnx/model_quantized.onnx and a config.json with a model type transformers.js knows."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    if (folder / "onnx" / "model.onnx").is_file():
-        return
-    (folder / "onnx").mkdir()
-    (folder / "model.onnx").rename(folder / "onnx" / "model.onnx")
-    quantize_dynamic(folder / "onnx" / "model.onnx", folder / "onnx" / "model_quantized.onnx", weight_type=QuantType.QInt8)
-    config = json.loads((folder / "config.json").read_text())
-    keep = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings",
-            "type_vocab_size", "vocab_size", "pad_token_id", "id2label", "label2id")
-    bert = {"model_type": "bert", **{key: config[key] for key in keep if key in config}}
-    (folder / "config.json").write_text(json.dumps(bert, indent=2))
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """UNO-EELBERT (random weights, BERT uncased vocabulary) as encoder, 3-label classifier and masked LM, each
@@ -98,7 +81,6 @@ def models(tmp_path_factory):
         head(config).save_pretrained(checkpoint)
         tokenizer.save_pretrained(checkpoint)
         main(["export", "onnx", str(checkpoint), str(root / "models" / name)])
-        _transformersjs_layout(root / "models" / name)
     return root / "models"
 
 
