@@ -106,7 +106,7 @@ def screenshot(server, query: str, path: Path):
         os.dup2(from_chromium[1], 4)
 
     command = [serve.chromium(), "--headless", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
-               "--window-size=900,300", "--remote-debugging-pipe", f"{server.url}?report=1&{query}"]
+               "--remote-debugging-pipe", f"{server.url}?report=1&{query}"]
     with tempfile.TemporaryDirectory() as profile:
         command.insert(1, f"--user-data-dir={profile}")
         if os.geteuid() == 0:
@@ -136,7 +136,8 @@ def screenshot(server, query: str, path: Path):
             server.results.get(timeout=120)
             page = next(t for t in call("Target.getTargets")["targetInfos"] if t["type"] == "page")
             session = call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
-            path.write_bytes(base64.b64decode(call("Page.captureScreenshot", session, format="png")["data"]))
+            path.write_bytes(base64.b64decode(call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True,
+                                                      clip={"x": 0, "y": 0, "width": 900, "height": 300, "scale": 1})["data"]))
         finally:
             os.killpg(browser.pid, signal.SIGKILL)
             browser.wait()

@@ -12,6 +12,7 @@ export async function run(transformers, { model, task, dtype = 'fp32', texts, re
   session_options ??= task === 'fill-mask' ? NO_CONSTANT_FOLDING : {};
   const pipe = await transformers.pipeline(task, model, { dtype, session_options });
   const loaded_ms = performance.now();
+  if (!pipe.tokenizer) throw new Error(`${model} has no tokenizer.json: export a checkpoint folder that holds its tokenizer`);
   const results = [];
   let first_result_ms = null;
   for (const text of texts) {
