@@ -37,6 +37,9 @@ RUNS = [
     ("text-classification", "classifier", "q8", TEXTS),
     ("fill-mask", "masked-lm", "fp32", MASKED),
 ]
+# ~80 s in all, most of it exporting the three models the tests share
+pytestmark = pytest.mark.slow
+
 HEADS = {"encoder": eelbert.EelbertModel, "classifier": eelbert.EelbertForSequenceClassification,
          "masked-lm": eelbert.EelbertForMaskedLM}
 
