@@ -1,0 +1,321 @@
+"""Sentence-embedding distillation: a student EELBERT learns a teacher sentence-transformer's embeddings (used by
+`eelbert distill`).
+
+The teacher encodes the corpus sentences once; its embeddings are stored on disk under a digest of the teacher's
+files, the sentences and the normalisation, so every later student reads them instead of encoding again (the
+teacher is the slow part: ~100-150 sentences/s on a CPU core). The student is a sentence-transformers model
+(Transformer + mean Pooling + Normalize) trained with `SentenceTransformerTrainer` (the Hugging Face Trainer) and
+`EmbedDistillLoss(distance_metric="cosine")`: the embeddings compare by cosine, so only their direction is taught.
+The targets, by `reduction`:
+
+- `pca`: the teacher's embeddings projected on their first `hidden_size` principal components (fitted on the
+  training sentences) and renormalised. The student needs no extra layer; the directions that carry most of the
+  teacher's variance are kept.
+- `none`: the teacher's normalised embeddings themselves, reached through a trained linear `Dense` module
+  (hidden_size -> teacher dimension) that stays in the saved model.
+
+The output folder is a sentence-transformers model whose transformer is the EELBERT checkpoint at its root
+(config.json, model.safetensors, the modeling files, the tokenizer): `SentenceTransformer(folder,
+trust_remote_code=True)` loads it without this package, and `eelbert export onnx` exports it.
+"""
+
+import hashlib
+import json
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..presets import BASELINE_OF, EELBERT_PRESETS, baseline_config, preset_config
+from .token_store import file_lines, text_files
+
+REDUCTIONS = ("pca", "none")
+CACHE_FORMAT = 1
+
+# ---- Sentences ----
+
+# A sentence ends at . ! or ? (closing quotes or brackets included) followed by a space and a capital, a digit or
+# an opening quote/bracket: enough for prose, and "e.g. this" or "3.5" are not split.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """The sentences of one paragraph (whitespace collapsed)."""
+    paragraph = " ".join(paragraph.split())
+    if not paragraph:
+        return []
+    starts = [0] + [m.end() for m in _SENTENCE_END.finditer(paragraph)]
+    return [paragraph[a:b].strip() for a, b in zip(starts, starts[1:] + [len(paragraph)]) if paragraph[a:b].strip()]
+
+
+def corpus_sentences(paths, *, min_words: int = 4, max_words: int = 64, limit: int | None = None, seed: int = 0,
+                     ) -> list[str]:
+    """The distinct sentences of `min_words`..`max_words` words in text files (or folders of .txt files, one
+    paragraph per line, as `eelbert pretrain --corpus` reads them), shuffled with `seed`, the first `limit` kept."""
+    files = text_files(paths)
+    sentences = dict.fromkeys(  # dict: distinct, in reading order (the shuffle below is then reproducible)
+        s for line in file_lines(files) for s in split_sentences(line) if min_words <= len(s.split()) <= max_words
+    )
+    if not sentences:
+        raise ValueError(f"no sentences of {min_words}-{max_words} words in {', '.join(map(str, paths))}")
+    sentences = list(sentences)
+    random.Random(seed).shuffle(sentences)
+    return sentences[:limit]
+
+
+# ---- Teacher embeddings ----
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("EELBERT_CACHE", Path.home() / ".cache" / "eelbert")) / "teacher-embeddings"
+
+
+def folder_digest(folder) -> str:
+    """sha256 over the relative paths and contents of every file in a model folder."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(folder)).encode() + b"\0")
+        with open(file, "rb") as content:
+            for chunk in iter(lambda: content.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def teacher_folder(teacher) -> Path:
+    """A local sentence-transformers folder, or a Hub id's snapshot (from the local cache when offline)."""
+    if Path(teacher).is_dir():
+        return Path(teacher)
+    from huggingface_hub import constants, snapshot_download
+
+    return Path(snapshot_download(str(teacher), local_files_only=constants.HF_HUB_OFFLINE))
+
+
+def teacher_embeddings(teacher, sentences, *, cache=None, normalize: bool = True, batch_size: int = 64,
+                       progress: bool = False) -> np.ndarray:
+    """[len(sentences), teacher dimension] float32 embeddings of `sentences` by the sentence-transformers model in
+    folder `teacher`, read from `cache` (default $EELBERT_CACHE/teacher-embeddings) when an earlier call stored them,
+    else encoded once and stored there (npy, named by a digest of the teacher's files, the sentences and
+    `normalize`)."""
+    folder = teacher_folder(teacher)
+    key = hashlib.sha256(json.dumps({
+        "format": CACHE_FORMAT, "teacher": folder_digest(folder), "normalize": normalize,
+        "sentences": hashlib.sha256("\n".join(sentences).encode()).hexdigest(),
+    }).encode()).hexdigest()
+    path = Path(cache or default_cache()) / f"{key[:32]}.npy"
+    if path.is_file():
+        return np.load(path)
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(folder), device="cpu" if not torch.cuda.is_available() else None)
+    embeddings = model.encode(list(sentences), batch_size=batch_size, normalize_embeddings=normalize,
+                              convert_to_numpy=True, show_progress_bar=progress).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as partial:  # rename: atomic
+        np.save(partial, embeddings)
+    os.replace(partial.name, path)
+    return embeddings
+
+
+# ---- Targets ----
+
+
+def normalized(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def pca_projection(embeddings: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, [dims, teacher dimension] components): the first `dims` principal components of `embeddings`."""
+    rows, width = embeddings.shape
+    if dims > min(rows, width):
+        raise ValueError(f"PCA to the student's {dims} dimensions needs at least {dims} teacher dimensions and "
+                         f"{dims} training sentences (have {width} and {rows}); use reduction 'none'")
+    mean = embeddings.mean(0)
+    _, _, components = np.linalg.svd(embeddings - mean, full_matrices=False)
+    return mean, components[:dims]
+
+
+def pca_targets(embeddings: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Embeddings projected on the components and renormalised (the student is compared by cosine)."""
+    return normalized((embeddings - mean) @ components.T).astype(np.float32)
+
+
+# ---- The student ----
+
+
+def student_model(name_or_path, tokenizer=None, *, reduction: str = "pca", teacher_dim: int | None = None,
+                  max_seq_length: int = 128, **config_overrides):
+    """A sentence-transformers model (Transformer + mean Pooling [+ Dense to `teacher_dim` for reduction 'none'] +
+    Normalize) around a new model from an EELBERT preset or preset JSON, a new plain BERT baseline (`bert-tiny`, ...),
+    both bound to `tokenizer`, or an EELBERT/BERT checkpoint folder (its own tokenizer unless one is given)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+    from transformers import BertModel
+
+    from ..modeling.modeling_eelbert import EelbertModel
+
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}: choose {' or '.join(REDUCTIONS)}")
+    fresh = name_or_path in EELBERT_PRESETS or str(name_or_path).endswith(".json") or name_or_path in BASELINE_OF.values()
+    if not fresh and not Path(name_or_path).is_dir():
+        known = sorted({*EELBERT_PRESETS, *BASELINE_OF.values()})
+        raise ValueError(f"student {str(name_or_path)!r} is neither a preset {known} nor a checkpoint folder")
+    with tempfile.TemporaryDirectory() as scratch:
+        if fresh:  # sentence-transformers' Transformer module loads from a folder: the new model goes through one
+            if tokenizer is None:
+                raise ValueError(f"a new student ({name_or_path}) needs a tokenizer")
+            if name_or_path in BASELINE_OF.values():
+                config = baseline_config(name_or_path, vocab_size=len(tokenizer))
+                for key, value in config_overrides.items():
+                    setattr(config, key, value)
+                model = BertModel(config)
+            else:
+                model = EelbertModel(preset_config(name_or_path, tokenizer=tokenizer, **config_overrides))
+            model.save_pretrained(scratch)
+            tokenizer.save_pretrained(scratch)
+            source = scratch
+        else:
+            source = str(name_or_path)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(scratch)
+        remote = {"trust_remote_code": True}
+        transformer = Transformer(
+            source, max_seq_length=max_seq_length, model_kwargs=remote,
+            config_kwargs=remote if fresh else {**remote, **config_overrides},
+            tokenizer_name_or_path=scratch if tokenizer is not None and not fresh else None,
+        )
+    hidden = transformer.get_embedding_dimension()
+    modules = [transformer, Pooling(hidden, "mean")]
+    if reduction == "none":
+        if teacher_dim is None:
+            raise ValueError("reduction 'none' needs the teacher's dimension")
+        modules.append(Dense(hidden, teacher_dim, activation_function=torch.nn.Identity()))
+    modules.append(Normalize())
+    return SentenceTransformer(modules=modules, device="cpu" if not torch.cuda.is_available() else None)
+
+
+def hidden_size(student) -> int:
+    return student[0].get_embedding_dimension()
+
+
+@torch.no_grad()
+def cosine_agreement(student, sentences, targets, batch_size: int = 64) -> float:
+    """Mean cosine between the student's embeddings of `sentences` and their `targets`."""
+    embeddings = student.encode(list(sentences), batch_size=batch_size, convert_to_numpy=True)
+    return float((normalized(embeddings) * normalized(targets)).sum(1).mean())
+
+
+# ---- Training ----
+
+
+def distillation_arguments(output, **overrides):
+    """The Trainer settings distillation uses, with any `TrainingArguments` field overridden."""
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    settings = dict(
+        output_dir=str(output), num_train_epochs=1, per_device_train_batch_size=64, learning_rate=1e-3,
+        warmup_steps=0.05, lr_scheduler_type="linear", weight_decay=0.01, logging_steps=50, save_strategy="no",
+        eval_strategy="no", report_to=[], dataloader_drop_last=True, use_cpu=not torch.cuda.is_available(),
+    )
+    settings.update(overrides)
+    return SentenceTransformerTrainingArguments(**settings)
+
+
+def distill(student, teacher, sentences, output, *, tokenizer=None, reduction: str = "pca", cache=None,
+            validation_fraction: float = 0.02, max_validation: int = 2000, seed: int = 0, progress: bool = True,
+            callbacks=None, config_overrides: dict | None = None, **training_arguments) -> dict:
+    """Teach `student` (a SentenceTransformer, or a preset / preset JSON / checkpoint folder for student_model, new
+    ones bound to `tokenizer`, default the teacher's) the embeddings of the sentence-transformers model `teacher`
+    (folder or Hub id) on `sentences`; save the sentence-transformers model and a model card to `output`.
+    `training_arguments` override distillation_arguments(). A held-out `validation_fraction` of the sentences (at
+    most `max_validation`) measures the mean cosine between student and targets before and after; returns them
+    with the training metrics."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import EmbedDistillLoss
+    from transformers import AutoTokenizer, set_seed
+
+    set_seed(seed)
+    sentences = list(sentences)
+    held = min(max_validation, max(1, round(len(sentences) * validation_fraction)))
+    if len(sentences) < held + 2:
+        raise ValueError(f"{len(sentences)} sentences are too few to distill on")
+    folder = teacher_folder(teacher)
+    embeddings = teacher_embeddings(folder, sentences, cache=cache, normalize=True, progress=progress)
+    described = student if isinstance(student, (str, Path)) else type(student).__name__
+    if isinstance(student, (str, Path)):
+        if tokenizer is None and not Path(student).is_dir():
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        student = student_model(student, tokenizer, reduction=reduction, teacher_dim=embeddings.shape[1],
+                                **(config_overrides or {}))
+    train, validation = slice(held, None), slice(0, held)
+    if reduction == "pca":
+        mean, components = pca_projection(embeddings[train], hidden_size(student))
+        targets = pca_targets(embeddings, mean, components)
+    elif reduction == "none":
+        targets = embeddings
+    else:
+        raise ValueError(f"unknown reduction {reduction!r}: choose {' or '.join(REDUCTIONS)}")
+    before = cosine_agreement(student, sentences[validation], targets[validation])
+    dataset = Dataset.from_dict({"sentence": sentences[train], "label": targets[train].tolist()})
+    args = distillation_arguments(output, seed=seed, disable_tqdm=not progress, **training_arguments)
+    trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=dataset,
+                                         loss=EmbedDistillLoss(student, distance_metric="cosine"), callbacks=callbacks)
+    trained = trainer.train()
+    after = cosine_agreement(student, sentences[validation], targets[validation])
+    metrics = {**trained.metrics, "validation_sentences": held, "validation_cosine_before": before,
+               "validation_cosine_after": after}
+    student.save(str(output))
+    for leftover in ("checkpoint", "runs"):  # the Trainer's own bookkeeping is not part of the model
+        for path in Path(output).glob(f"{leftover}*"):
+            if path.is_dir():
+                import shutil
+
+                shutil.rmtree(path)
+    record = {"teacher": str(teacher), "teacher_sha256": folder_digest(folder), "student": str(described),
+              "reduction": reduction, "sentences": len(sentences) - held, "seed": seed, "metrics": metrics}
+    (Path(output) / "distillation.json").write_text(json.dumps(record, indent=1))
+    (Path(output) / "README.md").write_text(model_card(Path(output), record))
+    return metrics
+
+
+def model_card(folder: Path, record: dict) -> str:
+    """A short card for a distilled folder: what it is, where it came from, how to load it."""
+    config = json.loads((folder / "config.json").read_text())
+    dims = json.loads((folder / "1_Pooling" / "config.json").read_text()).get("embedding_dimension")
+    dense = next(folder.glob("*_Dense"), None)
+    if dense is not None:
+        dims = json.loads((dense / "config.json").read_text()).get("out_features", dims)
+    name = folder.name
+    return f"""---
+library_name: sentence-transformers
+pipeline_tag: sentence-similarity
+tags:
+- sentence-transformers
+- feature-extraction
+- eelbert
+license: apache-2.0
+---
+
+# {name}
+
+A sentence-embedding model ({dims} dimensions, normalised; compare by cosine): a {config.get('model_type')} encoder
+({config.get('num_hidden_layers')} layers, hidden size {config.get('hidden_size')}) distilled with `eelbert distill`
+from the sentence-transformers model `{record['teacher']}` on {record['sentences']:,} sentences (targets: reduction
+`{record['reduction']}`; details in `distillation.json`). EELBERT replaces BERT's word-embedding table with hashed
+character n-grams, so the model is small and handles unseen words and typos.
+
+```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("{name}", trust_remote_code=True)
+embeddings = model.encode(["A sentence to embed.", "Another one."])
+```
+
+Without sentence-transformers, the transformers `feature-extraction` pipeline (`trust_remote_code=True`) gives the
+token vectors: average them over the attention mask and L2-normalise{' (then apply the Dense module in ' + dense.name + '/)' if dense is not None else ''}.
+"""
