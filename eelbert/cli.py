@@ -1,4 +1,4 @@
-"""The `eelbert` command: pretrain, new, size, convert, export, push, info."""
+"""The `eelbert` command: pretrain, distill, new, size, convert, export, push, info."""
 
 import argparse
 import json
@@ -118,6 +118,25 @@ def _pretrain(args):
     print(reload.stdout, end="")
     print(format_size_table(size_report([args.preset], tokenizer=tokenizer)))
     print(f"done in {time.time() - started:.0f} s. Your own text: eelbert pretrain --corpus FILES_OR_FOLDERS --output FOLDER")
+
+
+def _distill(args):
+    from .training import distillation
+
+    started = time.time()
+    teacher = _local_or_hub(args.teacher, "teacher")
+    distillation.is_new_student(args.preset)  # an unknown student fails before the corpus is read
+    sentences = distillation.corpus_sentences(args.corpus, limit=args.sentences, seed=args.seed)
+    print(f"corpus: {len(sentences):,} sentences ({', '.join(args.corpus)})", flush=True)
+    tokenizer = _tokenizer(args.tokenizer) if args.tokenizer else None
+    metrics = distillation.distill(
+        args.preset, teacher, sentences, args.output, tokenizer=tokenizer, reduction=args.reduction, cache=args.cache,
+        seed=args.seed, progress=sys.stderr.isatty(), num_train_epochs=args.epochs, learning_rate=args.lr,
+        per_device_train_batch_size=args.batch_size,
+    )
+    print(f"saved to {args.output} (a sentence-transformers model): mean cosine with the teacher's targets on "
+          f"{metrics['validation_sentences']:,} held-out sentences {metrics['validation_cosine_before']:.3f} before, "
+          f"{metrics['validation_cosine_after']:.3f} after; {time.time() - started:.0f} s")
 
 
 def _new(args):
@@ -243,6 +262,27 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.add_argument("--examples", nargs="+", help="fill-mask sentences, with [MASK]")
     pretrain.set_defaults(run=_pretrain)
+
+    distill = command("distill", "distill a sentence-transformers teacher's embeddings into an EELBERT (a "
+                      "sentence-transformers folder)")
+    distill.add_argument("teacher", help="sentence-transformers model folder or Hub id")
+    distill.add_argument("--corpus", nargs="+", required=True,
+                         help="text files or folders of .txt files, one paragraph per line (split into sentences)")
+    distill.add_argument("--output", required=True, help="folder to write")
+    distill.add_argument("--preset", default="uno-eelbert",
+                         help=f"the student: a preset ({', '.join(EELBERT_PRESETS)}, or a BERT baseline such as "
+                         "bert-tiny) or a checkpoint folder (default uno-eelbert)")
+    distill.add_argument("--tokenizer", help="a new student's tokenizer, folder or Hub id (default: the teacher's)")
+    distill.add_argument("--sentences", type=int, default=100_000, help="at most this many (default 100,000)")
+    distill.add_argument("--reduction", choices=["pca", "none"], default="pca",
+                         help="targets: the teacher's embeddings by PCA to the student's size, or as they are through "
+                         "a trained Dense layer kept in the model")
+    distill.add_argument("--epochs", type=float, default=1.0)
+    distill.add_argument("--lr", type=float, default=1e-3)
+    distill.add_argument("--batch-size", type=int, default=64)
+    distill.add_argument("--cache", help="folder of teacher embeddings (default $EELBERT_CACHE/teacher-embeddings)")
+    distill.add_argument("--seed", type=int, default=0)
+    distill.set_defaults(run=_distill)
 
     new = command("new", "a fresh model from a preset and a tokenizer, saved to a folder")
     new.add_argument("preset", choices=EELBERT_PRESETS)

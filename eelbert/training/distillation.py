@@ -133,7 +133,7 @@ def pca_projection(embeddings: np.ndarray, dims: int) -> tuple[np.ndarray, np.nd
     rows, width = embeddings.shape
     if dims > min(rows, width):
         raise ValueError(f"PCA to the student's {dims} dimensions needs at least {dims} teacher dimensions and "
-                         f"{dims} training sentences (have {width} and {rows}); use reduction 'none'")
+                         f"{dims} training sentences (have {width} and {rows}); use reduction 'none' (--reduction none)")
     mean = embeddings.mean(0)
     _, _, components = np.linalg.svd(embeddings - mean, full_matrices=False)
     return mean, components[:dims]
@@ -145,6 +145,16 @@ def pca_targets(embeddings: np.ndarray, mean: np.ndarray, components: np.ndarray
 
 
 # ---- The student ----
+
+
+def is_new_student(name_or_path) -> bool:
+    """True for a preset, preset JSON or BERT baseline (a new model), False for a checkpoint folder, else an error."""
+    if name_or_path in EELBERT_PRESETS or str(name_or_path).endswith(".json") or name_or_path in BASELINE_OF.values():
+        return True
+    if Path(name_or_path).is_dir():
+        return False
+    known = sorted({*EELBERT_PRESETS, *BASELINE_OF.values()})
+    raise ValueError(f"student {str(name_or_path)!r} is neither a preset {known} nor a checkpoint folder")
 
 
 def student_model(name_or_path, tokenizer=None, *, reduction: str = "pca", teacher_dim: int | None = None,
@@ -160,10 +170,7 @@ def student_model(name_or_path, tokenizer=None, *, reduction: str = "pca", teach
 
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}: choose {' or '.join(REDUCTIONS)}")
-    fresh = name_or_path in EELBERT_PRESETS or str(name_or_path).endswith(".json") or name_or_path in BASELINE_OF.values()
-    if not fresh and not Path(name_or_path).is_dir():
-        known = sorted({*EELBERT_PRESETS, *BASELINE_OF.values()})
-        raise ValueError(f"student {str(name_or_path)!r} is neither a preset {known} nor a checkpoint folder")
+    fresh = is_new_student(name_or_path)
     with tempfile.TemporaryDirectory() as scratch:
         if fresh:  # sentence-transformers' Transformer module loads from a folder: the new model goes through one
             if tokenizer is None:
@@ -248,7 +255,7 @@ def distill(student, teacher, sentences, output, *, tokenizer=None, reduction: s
     embeddings = teacher_embeddings(folder, sentences, cache=cache, normalize=True, progress=progress)
     described = student if isinstance(student, (str, Path)) else type(student).__name__
     if isinstance(student, (str, Path)):
-        if tokenizer is None and not Path(student).is_dir():
+        if tokenizer is None and is_new_student(student):
             tokenizer = AutoTokenizer.from_pretrained(folder)
         student = student_model(student, tokenizer, reduction=reduction, teacher_dim=embeddings.shape[1],
                                 **(config_overrides or {}))
