@@ -3,7 +3,8 @@
 
 The teacher encodes the corpus sentences once; its embeddings are stored on disk under a digest of the teacher's
 files, the sentences and the normalisation, so every later student reads them instead of encoding again (the
-teacher is the slow part: ~100-150 sentences/s on a CPU core). The student is a sentence-transformers model
+teacher is the slow part: ~100-150 sentences/s on a CPU core); a run on fewer sentences of the same corpus and
+seed reads the first rows of a larger stored run. The student is a sentence-transformers model
 (Transformer + mean Pooling + Normalize) trained with `SentenceTransformerTrainer` (the Hugging Face Trainer) and
 `EmbedDistillLoss(distance_metric="cosine")`: the embeddings compare by cosine, so only their direction is taught.
 The targets, by `reduction`:
@@ -98,24 +99,37 @@ def teacher_folder(teacher) -> Path:
 def teacher_embeddings(teacher, sentences, *, cache=None, normalize: bool = True, batch_size: int = 64,
                        progress: bool = False) -> np.ndarray:
     """[len(sentences), teacher dimension] float32 embeddings of `sentences` by the sentence-transformers model in
-    folder `teacher`, read from `cache` (default $EELBERT_CACHE/teacher-embeddings) when an earlier call stored them,
-    else encoded once and stored there (npy, named by a digest of the teacher's files, the sentences and
-    `normalize`)."""
+    folder `teacher` (or a Hub id), encoded once and stored under `cache` (default
+    $EELBERT_CACHE/teacher-embeddings): one folder per teacher (a digest of its files, and `normalize`), in it
+    `N-DIGEST.npy` with the N sentences beside it (`.txt`). A later call reads them; its sentences may also be the
+    first ones of a stored list (corpus_sentences with a smaller limit), which is read in part."""
     folder = teacher_folder(teacher)
-    key = hashlib.sha256(json.dumps({
-        "format": CACHE_FORMAT, "teacher": folder_digest(folder), "normalize": normalize,
-        "sentences": hashlib.sha256("\n".join(sentences).encode()).hexdigest(),
-    }).encode()).hexdigest()
-    path = Path(cache or default_cache()) / f"{key[:32]}.npy"
+    sentences = list(sentences)
+    if any("\n" in s for s in sentences):
+        raise ValueError("a sentence contains a line break")  # the stored .txt holds one sentence a line
+    teacher_key = hashlib.sha256(json.dumps(
+        {"format": CACHE_FORMAT, "teacher": folder_digest(folder), "normalize": normalize}).encode()).hexdigest()
+    store = Path(cache or default_cache()) / teacher_key[:32]
+    text = "\n".join(sentences)
+    path = store / f"{len(sentences)}-{hashlib.sha256(text.encode()).hexdigest()[:32]}.npy"
     if path.is_file():
         return np.load(path)
+    for stored in sorted(store.glob("*.npy"), key=lambda p: int(p.name.split("-")[0])):
+        if int(stored.name.split("-")[0]) > len(sentences):
+            with open(stored.with_suffix(".txt"), encoding="utf-8") as lines:
+                if [lines.readline().rstrip("\n") for _ in sentences] == sentences:
+                    return np.load(stored, mmap_mode="r")[: len(sentences)].copy()
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(folder), device="cpu" if not torch.cuda.is_available() else None)
-    embeddings = model.encode(list(sentences), batch_size=batch_size, normalize_embeddings=normalize,
+    embeddings = model.encode(sentences, batch_size=batch_size, normalize_embeddings=normalize,
                               convert_to_numpy=True, show_progress_bar=progress).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as partial:  # rename: atomic
+    store.mkdir(parents=True, exist_ok=True)
+    # Written under temporary names, renamed into place (atomic): the sentences first, so an .npy always has them.
+    with tempfile.NamedTemporaryFile("w", dir=store, suffix=".part", delete=False, encoding="utf-8") as partial:
+        partial.write(text)
+    os.replace(partial.name, path.with_suffix(".txt"))
+    with tempfile.NamedTemporaryFile(dir=store, suffix=".part", delete=False) as partial:
         np.save(partial, embeddings)
     os.replace(partial.name, path)
     return embeddings
@@ -277,12 +291,6 @@ def distill(student, teacher, sentences, output, *, tokenizer=None, reduction: s
     metrics = {**trained.metrics, "validation_sentences": held, "validation_cosine_before": before,
                "validation_cosine_after": after}
     student.save(str(output))
-    for leftover in ("checkpoint", "runs"):  # the Trainer's own bookkeeping is not part of the model
-        for path in Path(output).glob(f"{leftover}*"):
-            if path.is_dir():
-                import shutil
-
-                shutil.rmtree(path)
     record = {"teacher": str(teacher), "teacher_sha256": folder_digest(folder), "student": str(described),
               "reduction": reduction, "sentences": len(sentences) - held, "seed": seed, "metrics": metrics}
     (Path(output) / "distillation.json").write_text(json.dumps(record, indent=1))
