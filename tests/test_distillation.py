@@ -198,7 +198,8 @@ def test_eelbert_distill_end_to_end(teacher, tmp_path, capsys):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     record = json.loads((output / "distillation.json").read_text())
     assert record["reduction"] == "pca" and record["student"] == "uno-eelbert"
-    assert "library_name: sentence-transformers" in (output / "README.md").read_text()
+    card = (output / "README.md").read_text()
+    assert "library_name: sentence-transformers" in card and "an EELBERT encoder (1 layer," in card
 
 
 @pytest.mark.parametrize("change, message", [

@@ -306,6 +306,13 @@ def model_card(folder: Path, record: dict) -> str:
     if dense is not None:
         dims = json.loads((dense / "config.json").read_text()).get("out_features", dims)
     name = folder.name
+    layers = config.get("num_hidden_layers")
+    if config.get("model_type") == "eelbert":
+        encoder = (f"an EELBERT encoder ({layers} layer{'s' * (layers != 1)}, hidden size {config.get('hidden_size')}; "
+                   "hashed character n-grams instead of BERT's word-embedding table, so it is small and handles "
+                   "unseen words and typos)")
+    else:
+        encoder = f"a {config.get('model_type')} encoder ({layers} layer{'s' * (layers != 1)}, hidden size {config.get('hidden_size')})"
     return f"""---
 library_name: sentence-transformers
 pipeline_tag: sentence-similarity
@@ -318,11 +325,9 @@ license: apache-2.0
 
 # {name}
 
-A sentence-embedding model ({dims} dimensions, normalised; compare by cosine): a {config.get('model_type')} encoder
-({config.get('num_hidden_layers')} layers, hidden size {config.get('hidden_size')}) distilled with `eelbert distill`
-from the sentence-transformers model `{record['teacher']}` on {record['sentences']:,} sentences (targets: reduction
-`{record['reduction']}`; details in `distillation.json`). EELBERT replaces BERT's word-embedding table with hashed
-character n-grams, so the model is small and handles unseen words and typos.
+A sentence-embedding model ({dims} dimensions, normalised; compare by cosine): {encoder}, distilled with
+`eelbert distill` from the sentence-transformers model `{record['teacher']}` on {record['sentences']:,} sentences
+(targets: reduction `{record['reduction']}`; settings and held-out scores in `distillation.json`).
 
 ```python
 from sentence_transformers import SentenceTransformer
