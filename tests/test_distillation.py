@@ -68,7 +68,7 @@ def test_corpus_sentences_split_bound_dedup_shuffle_and_limit(tmp_path):
 def test_distillation_raises_the_cosine_with_the_teacher_targets_on_held_out_sentences(distilled):
     _, metrics = distilled
     assert metrics["validation_sentences"] == 40
-    # Random PCA directions start near 0; 80 steps of 16 sentences reach about 0.4 here.
+    # Random PCA directions start near 0; 80 steps of 16 sentences reach about 0.45 here.
     assert metrics["validation_cosine_before"] < 0.1
     assert metrics["validation_cosine_after"] > metrics["validation_cosine_before"] + 0.2
 
