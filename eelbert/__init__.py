@@ -29,6 +29,8 @@ _HOME_OF = {
     "EELBERT_PRESETS": ".presets",
     "baseline_config": ".presets",
     "preset_config": ".presets",
+    "pretrained_models": ".presets",
+    "pretrained_path": ".presets",
     "SizeRow": ".size",
     "format_size_table": ".size",
     "size_report": ".size",

@@ -25,6 +25,8 @@ def _local_or_hub(name_or_path: str, what: str) -> str:
 
     if Path(name_or_path).is_dir():
         return name_or_path
+    if (shipped := _pretrained_or(name_or_path)) != name_or_path:
+        return shipped
     try:
         validate_repo_id(name_or_path)
     except HFValidationError:
@@ -41,6 +43,16 @@ def _local_or_hub(name_or_path: str, what: str) -> str:
         check_hub_reachable()
     except ConnectionError as error:
         raise ConnectionError(f"{name_or_path} is not a {what} folder, and as a Hub id: {error}") from None
+    return name_or_path
+
+
+def _pretrained_or(name_or_path: str) -> str:
+    """The folder of a model installed with the package (eelbert.pretrained) if `name_or_path` names one and is
+    not a folder here, else `name_or_path`."""
+    from .presets import pretrained_models, pretrained_path
+
+    if name_or_path in pretrained_models() and not Path(name_or_path).is_dir():
+        return str(pretrained_path(name_or_path))
     return name_or_path
 
 
@@ -125,6 +137,7 @@ def _distill(args):
 
     started = time.time()
     teacher = _local_or_hub(args.teacher, "teacher")
+    args.preset = _pretrained_or(args.preset)
     distillation.is_new_student(args.preset)  # an unknown student fails before the corpus is read
     sentences = distillation.corpus_sentences(args.corpus, limit=args.sentences, seed=args.seed)
     print(f"corpus: {len(sentences):,} sentences ({', '.join(args.corpus)})", flush=True)
@@ -132,7 +145,9 @@ def _distill(args):
     metrics = distillation.distill(
         args.preset, teacher, sentences, args.output, tokenizer=tokenizer, reduction=args.reduction, cache=args.cache,
         seed=args.seed, progress=sys.stderr.isatty(), num_train_epochs=args.epochs, learning_rate=args.lr,
-        per_device_train_batch_size=args.batch_size,
+        per_device_train_batch_size=args.batch_size, similarity_weight=args.similarity_weight,
+        float16_storage=args.float16,
+        config_overrides={"hidden_dropout_prob": args.dropout, "attention_probs_dropout_prob": args.dropout},
     )
     print(f"saved to {args.output} (a sentence-transformers model): mean cosine with the teacher's targets on "
           f"{metrics['validation_sentences']:,} held-out sentences {metrics['validation_cosine_before']:.3f} before, "
@@ -274,12 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
                          "bert-tiny) or a checkpoint folder (default uno-eelbert)")
     distill.add_argument("--tokenizer", help="a new student's tokenizer, folder or Hub id (default: the teacher's)")
     distill.add_argument("--sentences", type=int, default=100_000, help="at most this many (default 100,000)")
-    distill.add_argument("--reduction", choices=["pca", "none"], default="pca",
-                         help="targets: the teacher's embeddings by PCA to the student's size, or as they are through "
-                         "a trained Dense layer kept in the model")
-    distill.add_argument("--epochs", type=float, default=1.0)
-    distill.add_argument("--lr", type=float, default=1e-3)
-    distill.add_argument("--batch-size", type=int, default=64)
+    distill.add_argument("--reduction", choices=["pca", "none"], default="none",
+                         help="targets: the teacher's embeddings as they are, through a trained Dense layer kept in the "
+                         "model (default), or by PCA to the student's size (no extra layer)")
+    # Defaults: the settings measured best for UNO-EELBERT from all-MiniLM-L6-v2 (README, Sentence embeddings).
+    distill.add_argument("--epochs", type=float, default=5.0)
+    distill.add_argument("--lr", type=float, default=2e-3)
+    distill.add_argument("--batch-size", type=int, default=128)
+    distill.add_argument("--dropout", type=float, default=0.0,
+                         help="hidden and attention dropout of the student (default 0: it underfits the teacher)")
+    distill.add_argument("--similarity-weight", type=float, default=0.0,
+                         help="weight of the in-batch similarity-matrix term of the loss (default 0)")
+    distill.add_argument("--float16", action="store_true",
+                         help="store the transformer's weights in float16 (half the bytes; loads as float32)")
     distill.add_argument("--cache", help="folder of teacher embeddings (default $EELBERT_CACHE/teacher-embeddings)")
     distill.add_argument("--seed", type=int, default=0)
     distill.set_defaults(run=_distill)
@@ -306,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = command("export", "a deployment artifact: fp16, bf16, int8 or onnx")
     export.add_argument("format", choices=["fp16", "bf16", "int8", "onnx"])
-    export.add_argument("checkpoint", help="EELBERT checkpoint folder")
+    export.add_argument("checkpoint", help="EELBERT checkpoint folder, or the name of one installed with eelbert")
     export.add_argument("output", help="folder to write")
     export.add_argument("--onnx-input", choices=["input_ids", "inputs_embeds"],
                         help="the ONNX graph's first input (default input_ids: the hash embedding is in the graph)")
@@ -321,13 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
     push.set_defaults(run=_push)
 
     info = command("info", "what a checkpoint is: preset, hash settings, vocabulary, bytes")
-    info.add_argument("checkpoint", help="EELBERT checkpoint folder")
+    info.add_argument("checkpoint", help="EELBERT checkpoint folder, or the name of one installed with eelbert")
     info.set_defaults(run=_info)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if getattr(args, "checkpoint", None):  # a model installed with the package, by name
+        args.checkpoint = _pretrained_or(args.checkpoint)
     debug = getattr(args, "debug", False)
     from transformers.utils import logging
 

@@ -1,4 +1,5 @@
-"""Named presets (configs/*.json) and the plain-BERT baseline each EELBERT preset is compared with.
+"""Named presets (configs/*.json), the plain-BERT baseline each EELBERT preset is compared with, and the trained
+models installed with the package (pretrained/).
 
 The presets live in the library, not in modeling/: a checkpoint's remote-code copy of modeling/ has no configs
 folder beside it, and a saved config.json already holds every field a preset set."""
@@ -13,6 +14,8 @@ from .modeling.configuration_eelbert import EelbertConfig
 
 # configs/ in the repository, installed as the package eelbert.configs.
 PRESETS_DIR = Path(str(files("eelbert.configs")))
+# pretrained/ in the repository, installed as eelbert.pretrained: trained models, one loadable folder each.
+PRETRAINED_DIR = Path(str(files("eelbert.pretrained")))
 
 EELBERT_PRESETS = ("eelbert-base", "eelbert-mini", "eelbert-tiny", "uno-eelbert")
 # The BERT whose encoder each preset shares (UNO-EELBERT is the paper's one-layer shrink of BERT-tiny).
@@ -53,3 +56,16 @@ def baseline_config(name: str, vocab_size: int | None = None) -> BertConfig:
     if vocab_size is not None:
         fields["vocab_size"] = vocab_size
     return BertConfig(**fields)
+
+
+def pretrained_models() -> list[str]:
+    """The names of the trained models installed with the package."""
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def pretrained_path(name: str) -> Path:
+    """The folder of a trained model installed with the package (for example `uno-eelbert-sentence`, a
+    sentence-transformers model: `SentenceTransformer(str(pretrained_path(name)), trust_remote_code=True)`)."""
+    if name not in pretrained_models():
+        raise ValueError(f"no pretrained model {name!r}: installed are {pretrained_models()}")
+    return PRETRAINED_DIR / name

@@ -125,6 +125,34 @@ def test_pca_targets_keep_the_student_size_and_are_unit_vectors():
         distillation.pca_projection(embeddings, 64)
 
 
+def test_the_loss_is_cosine_distance_plus_the_weighted_similarity_matrix_error():
+    torch.manual_seed(0)
+    student, target = torch.randn(6, 8), torch.randn(6, 8)
+
+    class Fixed(torch.nn.Module):  # a "model" whose embeddings are `student`, unnormalised
+        def forward(self, features):
+            return {"sentence_embedding": student * 3}
+
+    s, t = torch.nn.functional.normalize(student, dim=-1), torch.nn.functional.normalize(target, dim=-1)
+    cosine = 1 - (s * t).sum(-1).mean()
+    similarity = ((s @ s.T - t @ t.T) ** 2).mean()
+    for weight in (0.0, 10.0):
+        loss = distillation.EmbeddingAndSimilarityLoss(Fixed(), weight)([{}], target * 2)
+        torch.testing.assert_close(loss, cosine + weight * similarity)
+
+
+def test_float16_storage_halves_the_weights_and_loads_as_float32(distilled, sentences, tmp_path):
+    folder, _ = distilled
+    half = tmp_path / "half"
+    shutil.copytree(folder, half)
+    distillation.store_weights_in_float16(half)
+    assert (half / "model.safetensors").stat().st_size < 0.55 * (folder / "model.safetensors").stat().st_size
+    model = SentenceTransformer(str(half), trust_remote_code=True, device="cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    full = SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
+    np.testing.assert_allclose(model.encode(sentences[:20]), full.encode(sentences[:20]), atol=2e-3)
+
+
 def test_a_checkpoint_folder_is_a_student_with_its_weights(tmp_path, tokenizer):
     import eelbert
 
@@ -189,15 +217,24 @@ def test_eelbert_distill_end_to_end(teacher, tmp_path, capsys):
     corpus.write_text("\n".join(CORPUS.read_text(encoding="utf-8").splitlines()[:600]), encoding="utf-8")
     output = tmp_path / "model"
     assert main(["distill", str(teacher), "--corpus", str(corpus), "--output", str(output), "--sentences", "300",
-                 "--epochs", "0.5", "--batch-size", "16", "--cache", str(tmp_path / "cache")]) == 0
+                 "--epochs", "0.5", "--batch-size", "16", "--cache", str(tmp_path / "cache"),
+                 "--similarity-weight", "5", "--float16"]) == 0
     printed = capsys.readouterr().out
     assert "corpus: 300 sentences" in printed and f"saved to {output}" in printed
     model = SentenceTransformer(str(output), trust_remote_code=True, device="cpu")
     vectors = model.encode(["A short sentence to embed.", "Another one."])
-    assert vectors.shape == (2, 128)
+    assert vectors.shape == (2, TEACHER_DIM)  # default reduction none: a Dense layer to the teacher's dimension
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     record = json.loads((output / "distillation.json").read_text())
-    assert record["reduction"] == "pca" and record["student"] == "uno-eelbert"
+    assert record["reduction"] == "none" and record["student"] == "uno-eelbert"
+    assert record["similarity_weight"] == 5 and record["float16_storage"]
+    assert record["training_arguments"]["per_device_train_batch_size"] == 16
+    config = json.loads((output / "config.json").read_text())
+    assert config["hidden_dropout_prob"] == config["attention_probs_dropout_prob"] == 0  # --dropout default
+    from safetensors import safe_open
+
+    with safe_open(output / "model.safetensors", "pt") as weights:
+        assert {weights.get_slice(name).get_dtype() for name in weights.keys()} == {"F16"}
     card = (output / "README.md").read_text()
     assert "library_name: sentence-transformers" in card and "an EELBERT encoder (1 layer," in card
 

@@ -6,7 +6,8 @@ files, the sentences and the normalisation, so every later student reads them in
 teacher is the slow part: ~100-150 sentences/s on a CPU core); a run on fewer sentences of the same corpus and
 seed reads the first rows of a larger stored run. The student is a sentence-transformers model
 (Transformer + mean Pooling + Normalize) trained with `SentenceTransformerTrainer` (the Hugging Face Trainer) and
-`EmbedDistillLoss(distance_metric="cosine")`: the embeddings compare by cosine, so only their direction is taught.
+EmbeddingAndSimilarityLoss: the embeddings compare by cosine, so only their direction is taught, optionally with the
+teacher's in-batch similarity structure.
 The targets, by `reduction`:
 
 - `pca`: the teacher's embeddings projected on their first `hidden_size` principal components (fitted on the
@@ -238,7 +239,7 @@ def distillation_arguments(output, **overrides):
     from sentence_transformers import SentenceTransformerTrainingArguments
 
     settings = dict(
-        output_dir=str(output), num_train_epochs=1, per_device_train_batch_size=64, learning_rate=1e-3,
+        output_dir=str(output), num_train_epochs=5, per_device_train_batch_size=128, learning_rate=2e-3,
         warmup_steps=0.05, lr_scheduler_type="linear", weight_decay=0.01, logging_steps=50, save_strategy="no",
         eval_strategy="no", report_to=[], dataloader_drop_last=True, use_cpu=not torch.cuda.is_available(),
     )
@@ -246,18 +247,49 @@ def distillation_arguments(output, **overrides):
     return SentenceTransformerTrainingArguments(**settings)
 
 
+class EmbeddingAndSimilarityLoss(torch.nn.Module):
+    """Cosine distance between the student's and the teacher's embeddings, plus `similarity_weight` times the mean
+    squared difference of their in-batch cosine-similarity matrices: the second term teaches the relative
+    similarities that semantic search and STS rank by, not only each vector's direction."""
+
+    def __init__(self, model, similarity_weight: float = 0.0):
+        super().__init__()
+        self.model = model
+        self.similarity_weight = similarity_weight
+
+    def forward(self, sentence_features, labels):
+        student = torch.nn.functional.normalize(self.model(sentence_features[0])["sentence_embedding"], dim=-1)
+        target = torch.nn.functional.normalize(labels.to(student.dtype), dim=-1)
+        loss = 1 - (student * target).sum(-1).mean()
+        if self.similarity_weight:
+            loss = loss + self.similarity_weight * (student @ student.T - target @ target.T).pow(2).mean()
+        return loss
+
+
+def store_weights_in_float16(folder) -> None:
+    """Rewrite the transformer's model.safetensors in float16 (half the bytes); config.json keeps dtype float32, so
+    transformers loads the weights back as float32 and computes in float32 (the embeddings move by ~1e-4)."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(folder) / "model.safetensors"
+    tensors = load_file(path)
+    save_file({name: value.half() if value.is_floating_point() else value for name, value in tensors.items()}, path,
+              metadata={"format": "pt"})
+
+
 def distill(student, teacher, sentences, output, *, tokenizer=None, reduction: str = "pca", cache=None,
             validation_fraction: float = 0.02, max_validation: int = 2000, seed: int = 0, progress: bool = True,
-            callbacks=None, config_overrides: dict | None = None, **training_arguments) -> dict:
+            callbacks=None, config_overrides: dict | None = None, similarity_weight: float = 0.0,
+            float16_storage: bool = False, **training_arguments) -> dict:
     """Teach `student` (a SentenceTransformer, or a preset / preset JSON / checkpoint folder for student_model, new
     ones bound to `tokenizer`, default the teacher's) the embeddings of the sentence-transformers model `teacher`
     (folder or Hub id) on `sentences`; save the sentence-transformers model and a model card to `output`.
-    `training_arguments` override distillation_arguments(). A held-out `validation_fraction` of the sentences (at
+    `training_arguments` override distillation_arguments(); `similarity_weight` is EmbeddingAndSimilarityLoss's;
+    `float16_storage` stores the transformer's weights in float16 (store_weights_in_float16). A held-out `validation_fraction` of the sentences (at
     most `max_validation`) measures the mean cosine between student and targets before and after; returns them
     with the training metrics."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer
-    from sentence_transformers.sentence_transformer.losses import EmbedDistillLoss
     from transformers import AutoTokenizer, set_seed
 
     set_seed(seed)
@@ -282,17 +314,24 @@ def distill(student, teacher, sentences, output, *, tokenizer=None, reduction: s
     else:
         raise ValueError(f"unknown reduction {reduction!r}: choose {' or '.join(REDUCTIONS)}")
     before = cosine_agreement(student, sentences[validation], targets[validation])
-    dataset = Dataset.from_dict({"sentence": sentences[train], "label": targets[train].tolist()})
+    dataset = Dataset.from_dict({"sentence": sentences[train], "label": targets[train]})  # numpy: no Python floats
     args = distillation_arguments(output, seed=seed, disable_tqdm=not progress, **training_arguments)
     trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=dataset,
-                                         loss=EmbedDistillLoss(student, distance_metric="cosine"), callbacks=callbacks)
+                                         loss=EmbeddingAndSimilarityLoss(student, similarity_weight),
+                                         callbacks=callbacks)
     trained = trainer.train()
     after = cosine_agreement(student, sentences[validation], targets[validation])
     metrics = {**trained.metrics, "validation_sentences": held, "validation_cosine_before": before,
                "validation_cosine_after": after}
     student.save(str(output))
+    if float16_storage:
+        store_weights_in_float16(output)
     record = {"teacher": str(teacher), "teacher_sha256": folder_digest(folder), "student": str(described),
-              "reduction": reduction, "sentences": len(sentences) - held, "seed": seed, "metrics": metrics}
+              "reduction": reduction, "sentences": len(sentences) - held, "seed": seed,
+              "similarity_weight": similarity_weight, "float16_storage": float16_storage,
+              "config_overrides": config_overrides or {}, "training_arguments": {
+                  key: value for key, value in training_arguments.items() if isinstance(value, (int, float, str))},
+              "metrics": metrics}
     (Path(output) / "distillation.json").write_text(json.dumps(record, indent=1))
     (Path(output) / "README.md").write_text(model_card(Path(output), record))
     return metrics
