@@ -139,7 +139,8 @@ def _distill(args):
     teacher = _local_or_hub(args.teacher, "teacher")
     args.preset = _pretrained_or(args.preset)
     distillation.is_new_student(args.preset)  # an unknown student fails before the corpus is read
-    sentences = distillation.corpus_sentences(args.corpus, limit=args.sentences, seed=args.seed)
+    sentences = distillation.corpus_sentences(args.corpus, limit=args.sentences, seed=args.seed,
+                                              sentence_per_line=args.sentence_per_line)
     print(f"corpus: {len(sentences):,} sentences ({', '.join(args.corpus)})", flush=True)
     tokenizer = _tokenizer(args.tokenizer) if args.tokenizer else None
     metrics = distillation.distill(
@@ -289,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "bert-tiny) or a checkpoint folder (default uno-eelbert)")
     distill.add_argument("--tokenizer", help="a new student's tokenizer, folder or Hub id (default: the teacher's)")
     distill.add_argument("--sentences", type=int, default=100_000, help="at most this many (default 100,000)")
+    distill.add_argument("--sentence-per-line", action="store_true",
+                         help="the corpus is a prepared list, one sentence a line: used as it is, in its order")
     distill.add_argument("--reduction", choices=["pca", "none"], default="none",
                          help="targets: the teacher's embeddings as they are, through a trained Dense layer kept in the "
                          "model (default), or by PCA to the student's size (no extra layer)")

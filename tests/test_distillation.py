@@ -63,6 +63,10 @@ def test_corpus_sentences_split_bound_dedup_shuffle_and_limit(tmp_path):
     assert distillation.corpus_sentences([tmp_path], min_words=4, max_words=11, seed=1) == found  # seeded
     assert [distillation.corpus_sentences([tmp_path], seed=s) for s in range(5)].count(found) < 5  # and shuffled
     assert distillation.corpus_sentences([tmp_path], seed=1, limit=2) == found[:2]
+    # A prepared list: one sentence a line, in file order, not split; duplicates and short lines still dropped.
+    (tmp_path / "c.txt").write_text("Second one here. Not split.\nFirst  one  here now\nshort\nFirst one here now\n")
+    assert distillation.corpus_sentences([tmp_path / "c.txt"], sentence_per_line=True) == [
+        "Second one here. Not split.", "First one here now"]
 
 
 def test_distillation_raises_the_cosine_with_the_teacher_targets_on_held_out_sentences(distilled):

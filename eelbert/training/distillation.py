@@ -55,17 +55,21 @@ def split_sentences(paragraph: str) -> list[str]:
 
 
 def corpus_sentences(paths, *, min_words: int = 4, max_words: int = 64, limit: int | None = None, seed: int = 0,
-                     ) -> list[str]:
+                     sentence_per_line: bool = False) -> list[str]:
     """The distinct sentences of `min_words`..`max_words` words in text files (or folders of .txt files, one
-    paragraph per line, as `eelbert pretrain --corpus` reads them), shuffled with `seed`, the first `limit` kept."""
+    paragraph per line, as `eelbert pretrain --corpus` reads them), shuffled with `seed`, the first `limit` kept.
+    `sentence_per_line`: the files are a prepared list, one sentence a line, kept as they are and in their order
+    (not split, not shuffled)."""
     files = text_files(paths)
-    sentences = dict.fromkeys(  # dict: distinct, in reading order (the shuffle below is then reproducible)
-        s for line in file_lines(files) for s in split_sentences(line) if min_words <= len(s.split()) <= max_words
-    )
+    lines = (" ".join(line.split()) for line in file_lines(files))
+    candidates = (s for s in lines if s) if sentence_per_line else (s for line in lines for s in split_sentences(line))
+    # dict: distinct, in reading order (the shuffle below is then reproducible)
+    sentences = dict.fromkeys(s for s in candidates if min_words <= len(s.split()) <= max_words)
     if not sentences:
         raise ValueError(f"no sentences of {min_words}-{max_words} words in {', '.join(map(str, paths))}")
     sentences = list(sentences)
-    random.Random(seed).shuffle(sentences)
+    if not sentence_per_line:
+        random.Random(seed).shuffle(sentences)
     return sentences[:limit]
 
 
