@@ -292,9 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--sentences", type=int, default=100_000, help="at most this many (default 100,000)")
     distill.add_argument("--sentence-per-line", action="store_true",
                          help="the corpus is a prepared list, one sentence a line: used as it is, in its order")
-    distill.add_argument("--reduction", choices=["pca", "none"], default="none",
-                         help="targets: the teacher's embeddings as they are, through a trained Dense layer kept in the "
-                         "model (default), or by PCA to the student's size (no extra layer)")
+    distill.add_argument("--reduction", choices=["pca", "none"], default="pca",
+                         help="targets: the teacher's embeddings by PCA to the student's size (default: the model is "
+                         "the transformer and mean pooling only, so transformers.js and the feature-extraction "
+                         "pipeline give its embeddings), or as they are through a trained Dense layer kept in the model")
     # Defaults: the settings measured best for UNO-EELBERT from all-MiniLM-L6-v2 (README, Sentence embeddings).
     distill.add_argument("--epochs", type=float, default=5.0)
     distill.add_argument("--lr", type=float, default=2e-3)

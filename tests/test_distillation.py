@@ -227,10 +227,10 @@ def test_eelbert_distill_end_to_end(teacher, tmp_path, capsys):
     assert "corpus: 300 sentences" in printed and f"saved to {output}" in printed
     model = SentenceTransformer(str(output), trust_remote_code=True, device="cpu")
     vectors = model.encode(["A short sentence to embed.", "Another one."])
-    assert vectors.shape == (2, TEACHER_DIM)  # default reduction none: a Dense layer to the teacher's dimension
+    assert vectors.shape == (2, 128)  # default reduction pca: the student's own size
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     record = json.loads((output / "distillation.json").read_text())
-    assert record["reduction"] == "none" and record["student"] == "uno-eelbert"
+    assert record["reduction"] == "pca" and record["student"] == "uno-eelbert"
     assert record["similarity_weight"] == 5 and record["float16_storage"]
     assert record["training_arguments"]["per_device_train_batch_size"] == 16
     config = json.loads((output / "config.json").read_text())
