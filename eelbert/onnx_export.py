@@ -366,7 +366,7 @@ def export_bert_onnx(model, folder) -> Path:
     `input_ids`, `attention_mask` and `token_type_ids` to folder/onnx/model.onnx (`last_hidden_state`) and its int8
     version to folder/onnx/model_quantized.onnx, with the exporter and quantization `export_onnx` uses, so that the
     sizes compare with EELBERT's. Writes no config: the folder's own config.json describes the model."""
-    if getattr(model.config, "model_type", None) != "bert":
+    if getattr(getattr(model, "config", None), "model_type", None) != "bert":
         raise ValueError(f"export_bert_onnx exports BERT encoders, got a {type(model).__name__}; "
                          "EELBERT models: export_onnx")
     model = copy.deepcopy(model).eval().float()
