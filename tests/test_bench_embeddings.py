@@ -113,6 +113,23 @@ def test_the_int8_size_of_a_distilled_eelbert_is_its_quantized_onnx_graph(studen
     assert 0.25 * fp32 < int8 < 0.75 * fp32
 
 
+def test_a_bert_student_with_a_dense_projection_before_distillation_and_in_int8(teacher, tmp_path):
+    from eelbert.artifacts import export_bert_onnx
+
+    sentences = distillation.corpus_sentences([SHARED_DATA / "corpus" / "registry" / "brown_corpus.txt"], limit=100)
+    folder = tmp_path / "bert-tiny"
+    distillation.distill("bert-tiny", teacher, sentences, folder, cache=tmp_path / "cache", reduction="none",
+                         max_steps=3, per_device_train_batch_size=16, progress=False)
+    distilled, before = evaluation.load_sentence_transformer(folder), evaluation.undistilled_student(folder)
+    assert repr(before) == repr(distilled) and "Dense" in repr(before)
+    assert before.get_embedding_dimension() == distilled.get_embedding_dimension() == TEACHER_DIM
+    dense = (folder / "2_Dense" / "model.safetensors").stat().st_size
+    assert evaluation.weight_files_bytes(folder) == (folder / "model.safetensors").stat().st_size + dense
+    export_bert_onnx(distilled[0].auto_model, tmp_path / "graph")
+    graph = (tmp_path / "graph" / "onnx" / "model_quantized.onnx").stat().st_size
+    assert evaluation.sentence_transformer_int8_bytes(distilled, folder) == graph + dense
+
+
 def test_the_typos_edit_the_requested_fraction_of_the_dev_words_only():
     data = evaluation.glue_evaluation_data(GLUE, sst2_train=50, mrpc_train=20, dev_limit=100)
     edited = evaluation.with_typos(data, 0.3, seed=0)
