@@ -19,12 +19,12 @@ import argparse
 import json
 import math
 import os
-import random
-import string
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from eelbert.typos import add_typos
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -125,35 +125,6 @@ def task_score(metrics):
     run_glue.py wrote for a correlation of constant predictions before it scored them 0) counts 0: NaN compares false
     with everything, so the first run of a grid would win `max()` whenever it had one."""
     return sum(value if math.isfinite(value) else 0.0 for value in metrics.values()) / len(metrics)
-
-
-def add_typos(sentences, fraction, seed):
-    """Copies of `sentences` in which `fraction` of all words (those with a letter), drawn at random, get one
-    random character edit: delete, insert, substitute or swap two neighbours."""
-    rng = random.Random(seed)
-    words = [s.split(" ") for s in sentences]
-    positions = [(i, j) for i, ws in enumerate(words) for j, w in enumerate(ws) if any(c.isalpha() for c in w)]
-    for i, j in rng.sample(positions, round(fraction * len(positions))):
-        words[i][j] = one_edit(words[i][j], rng)
-    return [" ".join(ws) for ws in words]
-
-
-def one_edit(word, rng):
-    letters = string.ascii_lowercase
-    edits = ["insert", "substitute"] + (["delete", "swap"] if len(word) > 1 else [])
-    while True:
-        edit, k = rng.choice(edits), rng.randrange(len(word))
-        if edit == "insert":
-            edited = word[:k] + rng.choice(letters) + word[k:]
-        elif edit == "substitute":
-            edited = word[:k] + rng.choice(letters.replace(word[k].lower(), "")) + word[k + 1 :]
-        elif edit == "delete":
-            edited = word[:k] + word[k + 1 :]
-        else:
-            k = min(k, len(word) - 2)
-            edited = word[:k] + word[k + 1] + word[k] + word[k + 2 :]
-        if edited != word:
-            return edited
 
 
 def sst2_accuracy(checkpoint, sentences, labels):

@@ -7,7 +7,8 @@
   and the `modeling/` files; `load_int8` rebuilds a float model (needs this package).
 - ONNX: `export_onnx` (eelbert.onnx_export): `onnx/model.onnx` and its int8 `onnx/model_quantized.onnx`, the model
   on `input_ids` with the hash embedding inside the graph (config.json a BERT config, the layout transformers.js
-  loads), or on `inputs_embeds` from `embed_for_onnx(input_ids, config)`.
+  loads), or on `inputs_embeds` from `embed_for_onnx(input_ids, config)`. `export_bert_onnx`: the same graphs of
+  a plain BERT encoder, for size comparisons with the baselines.
 """
 
 from pathlib import Path
@@ -22,6 +23,7 @@ from .onnx_export import (  # noqa: F401  (the artifacts' one entry point)
     ONNX_GRAPH,
     ONNX_QUANTIZED_GRAPH,
     embed_for_onnx,
+    export_bert_onnx,
     export_onnx,
     exported_config,
 )

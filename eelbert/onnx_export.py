@@ -359,3 +359,33 @@ def export_onnx(model, folder, *, inputs: str = "input_ids") -> Path:
     else:  # embed_for_onnx needs the vocabulary: the EELBERT config
         config.save_pretrained(folder)
     return folder / ONNX_GRAPH
+
+
+def export_bert_onnx(model, folder) -> Path:
+    """Export a plain transformers BERT encoder (a `BertModel`: a BERT baseline, a sentence-transformers teacher) on
+    `input_ids`, `attention_mask` and `token_type_ids` to folder/onnx/model.onnx (`last_hidden_state`) and its int8
+    version to folder/onnx/model_quantized.onnx, with the exporter and quantization `export_onnx` uses, so that the
+    sizes compare with EELBERT's. Writes no config: the folder's own config.json describes the model."""
+    if getattr(getattr(model, "config", None), "model_type", None) != "bert":
+        raise ValueError(f"export_bert_onnx exports BERT encoders, got a {type(model).__name__}; "
+                         "EELBERT models: export_onnx")
+    model = copy.deepcopy(model).eval().float()
+    shape = (2, 8)
+    input_ids = torch.arange(math.prod(shape)).reshape(shape) % model.config.vocab_size
+    example = (input_ids, torch.ones(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long))
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=model.config.max_position_embeddings)
+    dims = {0: batch, 1: sequence}
+    graph = export_graph(
+        _Graph(model, "input_ids", ["last_hidden_state"]).eval(), example,
+        input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["last_hidden_state"],
+        dynamic_shapes={"first": dims, "attention_mask": dims, "token_type_ids": dims},
+    )
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = Path(tmp) / "model.onnx", Path(tmp) / "model_quantized.onnx"
+        fp32.write_bytes(graph.SerializeToString())
+        quantize_onnx(fp32, int8)
+        (folder / ONNX_GRAPH).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fp32, folder / ONNX_GRAPH)
+        shutil.copyfile(int8, folder / ONNX_QUANTIZED_GRAPH)
+    return folder / ONNX_GRAPH
