@@ -122,10 +122,10 @@ def _example_batch(auto_class: str) -> list[str]:
     return [f'batch = tokenizer(["{EXAMPLE}"], return_tensors="pt")']
 
 
-def _usage(weights: str, repo_id: str, auto_class: str, architecture: str, pin: str, folder: Path) -> list[str]:
+def _usage(weights: str, repo_id: str, auto_class: str, architecture: str, pin: str, folder: Path,
+           graph_input: str | None) -> list[str]:
     """The card's usage snippet for the artifact: from_pretrained for safetensors weights (any dtype),
-    eelbert.artifacts for int8, onnxruntime for ONNX."""
-    graph_input = _graph_input(folder) if weights == ONNX_GRAPH else None
+    eelbert.artifacts for int8, onnxruntime for ONNX (`graph_input`: the graph's first input)."""
     tokenizer_class = _tokenizer_class(folder)
     if weights == INT8_WEIGHTS:
         return [
@@ -214,7 +214,8 @@ def model_card(folder, repo_id: str, revision: str | None = None, results: dict 
     auto_class = auto_class_name(config)
     bert_name, bert_class, bert_bytes = _bert_counterpart(config, architecture)
     # A graph on input_ids in the transformers.js layout (config.json a BERT config) is a transformers.js model.
-    in_graph = weights == ONNX_GRAPH and _graph_input(folder) == "input_ids"
+    graph_input = _graph_input(folder) if weights == ONNX_GRAPH else None
+    in_graph = graph_input == "input_ids"
     card_data = ModelCardData(
         library_name="transformers.js" if in_graph else "transformers",
         license=license,
@@ -238,7 +239,7 @@ def model_card(folder, repo_id: str, revision: str | None = None, results: dict 
         "",
         "## Usage",
         "",
-        *_usage(weights, repo_id, auto_class, architecture, pin, folder),
+        *_usage(weights, repo_id, auto_class, architecture, pin, folder, graph_input),
         "",
         "## Size",
         "",

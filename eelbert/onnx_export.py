@@ -14,7 +14,9 @@ then divides in float64 and rounds to float32, as hash_embed does.
 
 A masked-LM head with `mlm_decoder="hash"` scores against the whole table: the graph computes it from constants
 only, so onnxruntime computes it once, when the session is created (constant folding: ~16 s for BERT's 30,522
-tokens on one core), not on every run.
+tokens on one core), not on every run. onnxruntime-web runs out of WASM memory folding it: a browser session turns
+constant folding off (`disable_specified_optimizers: ['ConstantFolding']`, as examples/web does for fill-mask) and
+computes the table on every run (~1.4 s).
 """
 
 import copy
@@ -154,7 +156,7 @@ class PackedVocabularyEmbedding(nn.Module):
     def _pooled(self, rows, valid):
         """Steps 3-6 on the marked bytes: [rows, d] float32."""
         n_rows, width = rows.shape
-        lead = valid & ((rows & 0xC0) != 0x80)  # the first byte of each code point
+        lead = _lead_bytes(rows, valid)
         code_points = self._code_points(rows)
         count = lead.long().cumsum(1)  # code points up to and including each byte
         length = count[:, -1:]  # code points of the token
@@ -191,9 +193,13 @@ class PackedVocabularyEmbedding(nn.Module):
         """Step 2: the projection of one hash of the whole (unmarked) token over all d dimensions."""
         # Special tokens are stored after the marker; the columns past the longest one are zero for them.
         rows, valid = rows[:, 1 : 1 + self.special_width], valid[:, 1 : 1 + self.special_width]
-        lead = valid & ((rows & 0xC0) != 0x80)
-        sig = self._sig(rows, valid, lead, self._code_points(rows))
+        sig = self._sig(rows, valid, _lead_bytes(rows, valid), self._code_points(rows))
         return (_project(sig, self.projection_weights).double() / _half_modulus()).float()
+
+
+def _lead_bytes(rows, valid):
+    """The first byte of each UTF-8 code point (not a continuation byte 10xxxxxx) among the valid bytes."""
+    return valid & ((rows & 0xC0) != 0x80)
 
 
 def embed_for_onnx(input_ids: torch.Tensor, config) -> torch.Tensor:
@@ -231,17 +237,14 @@ def export_graph(module, example, *, input_names, output_names, dynamic_shapes):
     # Identical subgraphs computed once: the whole table, when both the input embedding and the head use it.
     onnx_ir.passes.common.CommonSubexpressionEliminationPass()(program.model)
     graph = program.model_proto
-    for node in graph.graph.node:  # the exporter's per-node stack traces would be most of the file
-        del node.metadata_props[:]
-        node.doc_string = ""
     _compact(graph)
     return graph
 
 
 def _compact(model):
     """Drop what onnxruntime does not need from a ModelProto, in place: intermediate shapes (value_info; it infers
-    them), node names and doc strings, and long intermediate value names (short ones instead). For a model this
-    small the names are a tenth of the file."""
+    them), node names, doc strings and metadata (the exporter's per-node stack traces would be most of the file),
+    and long intermediate value names (short ones instead). For a model this small the names are a tenth of it."""
     graph = model.graph
     if any(attribute.type in (attribute.GRAPH, attribute.GRAPHS) for node in graph.node for attribute in node.attribute):
         raise ValueError("the graph has subgraphs (If/Loop/Scan), which _compact does not rename")
@@ -254,6 +257,7 @@ def _compact(model):
     for node in graph.node:
         node.name = ""
         node.doc_string = ""
+        del node.metadata_props[:]
         node.input[:] = [short(name) for name in node.input]
         node.output[:] = [short(name) for name in node.output]
     del graph.value_info[:]
