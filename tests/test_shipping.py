@@ -352,7 +352,7 @@ def test_push_without_the_hub_is_one_line_naming_the_endpoint(uno_config, tokeni
         endpoint = f"http://127.0.0.1:{free.getsockname()[1]}"  # closed once the block ends: connections are refused
     _save_mlm(uno_config, tokenizer, tmp_path / "uno")
     result = subprocess.run([sys.executable, "-m", "eelbert.cli", "push", str(tmp_path / "uno"), "user/x"],
-                            capture_output=True, text=True, timeout=60,
+                            capture_output=True, text=True, timeout=300,
                             env={**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_test"})
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"eelbert push: error: cannot reach the Hub at {endpoint} (")
