@@ -351,13 +351,7 @@ def export_onnx(model, folder, *, inputs: str = "input_ids") -> Path:
     )
 
     folder = Path(folder)
-    with tempfile.TemporaryDirectory() as tmp:  # both graphs made before anything is written to folder
-        fp32, int8 = Path(tmp) / "model.onnx", Path(tmp) / "model_quantized.onnx"
-        fp32.write_bytes(graph.SerializeToString())
-        quantize_onnx(fp32, int8)
-        (folder / ONNX_GRAPH).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(fp32, folder / ONNX_GRAPH)
-        shutil.copyfile(int8, folder / ONNX_QUANTIZED_GRAPH)
+    _write_graphs(graph, folder)
     if inputs == "input_ids":
         (folder / "config.json").write_text(json.dumps(transformers_js_config(config, architecture), indent=2, sort_keys=True) + "\n")
     else:  # embed_for_onnx needs the vocabulary: the EELBERT config
@@ -385,6 +379,12 @@ def export_bert_onnx(model, folder) -> Path:
         dynamic_shapes={"first": dims, "attention_mask": dims, "token_type_ids": dims},
     )
     folder = Path(folder)
+    _write_graphs(graph, folder)
+    return folder / ONNX_GRAPH
+
+
+def _write_graphs(graph, folder: Path) -> None:
+    """folder/onnx/model.onnx and its int8 version (quantize_onnx), both made before anything is written to folder."""
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "model.onnx", Path(tmp) / "model_quantized.onnx"
         fp32.write_bytes(graph.SerializeToString())
@@ -392,4 +392,3 @@ def export_bert_onnx(model, folder) -> Path:
         (folder / ONNX_GRAPH).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(fp32, folder / ONNX_GRAPH)
         shutil.copyfile(int8, folder / ONNX_QUANTIZED_GRAPH)
-    return folder / ONNX_GRAPH
