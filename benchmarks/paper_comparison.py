@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -151,12 +152,13 @@ def pretrain(args, names):
         out = args.work / "pretrained" / name
         if (out / "budget.json").is_file():
             continue
+        # Checkpoints every --save-steps (what a stopped run resumes from), validation at each curve point.
         command = [
             sys.executable, str(REPO / "examples" / "run_mlm.py"), "--model", model_argument(args.work, name),
             "--tokenizer", str(args.tokenizer), "--train", *map(str, args.corpus), "--token-store", str(store.folder), "--output", str(out),
             "--max-steps", str(args.steps), "--batch-size", str(args.batch_size), "--learning-rate", str(args.pretrain_lr),
-            "--validation-fraction", "0.01", "--eval-steps", str(max(1, args.steps // 2)),
-            "--save-steps", str(max(1, args.steps // 4)), "--seed", str(args.seed), *pretraining_options(name),
+            "--validation-fraction", "0.01", "--eval-steps", str(min(args.curve_steps, default=args.steps)),
+            "--save-steps", str(args.save_steps), "--seed", str(args.seed), *pretraining_options(name),
         ]
         if (out / "trainer_state.json").exists() or any(out.glob("checkpoint-*")):
             command.append("--resume")
@@ -181,9 +183,18 @@ def pretrain(args, names):
             "learning_rate": float(dict(zip(options[::2], options[1::2])).get("--learning-rate", args.pretrain_lr)),
             "options": options, "seed": args.seed, "threads": 1, "models_at_once": len(running),
             "masked_accuracy": evaluation["eval_masked_accuracy"], "perplexity": evaluation["perplexity"],
-            "command": " ".join(command),
+            "perplexity_at_step": validation_perplexities(out), "command": " ".join(command),
         }
         (out / "budget.json").write_text(json.dumps(budget, indent=2))
+        for checkpoint in out.glob("checkpoint-*"):  # only the curve points are fine-tuned
+            if int(checkpoint.name.split("-")[1]) not in args.curve_steps:
+                shutil.rmtree(checkpoint)
+
+
+def validation_perplexities(out):
+    """{step: held-out masked-LM perplexity} of every validation in a run (its trainer_state.json)."""
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    return {entry["step"]: math.exp(min(entry["eval_loss"], 50)) for entry in history if "eval_loss" in entry}
 
 
 # ---- 2. fine-tuning ----
@@ -196,7 +207,8 @@ def task_score(metrics):
     return sum(value if math.isfinite(value) else 0.0 for value in metrics.values()) / len(metrics)
 
 
-def sst2_accuracy(checkpoint, sentences, labels):
+def sst2_correct(checkpoint, sentences, labels):
+    """Whether the classifier gets each sentence right: [len(sentences)] bools."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -204,46 +216,79 @@ def sst2_accuracy(checkpoint, sentences, labels):
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     model = AutoModelForSequenceClassification.from_pretrained(checkpoint, trust_remote_code=True).eval()
-    correct = 0
+    correct = []
     with torch.no_grad():
         for start in range(0, len(sentences), 64):
             batch = tokenizer(sentences[start : start + 64], padding=True, truncation=True, max_length=128, return_tensors="pt")
             predicted = model(**batch).logits.argmax(-1)
-            correct += int((predicted == torch.tensor(labels[start : start + 64])).sum())
-    return 100 * correct / len(sentences)
+            correct += (predicted == torch.tensor(labels[start : start + 64])).tolist()
+    return correct
+
+
+def run_folder(args, run, task, lr):
+    return args.work / "glue" / run / task / f"lr{lr:g}"
+
+
+def fine_tune_run(args, run, start, task, lr, tokenizer=None, keep_classifier=False):
+    """One fine-tuning run of max(--epochs) epochs, scored on the dev set after every epoch (so that it gives the grid
+    points of all --epochs), unless it has finished before."""
+    from eelbert.training import finetuning
+
+    out = run_folder(args, run, task, lr)
+    if (out / "results.json").is_file():
+        return
+    # The settings of examples/run_glue.py's defaults (batch 32, 10% warm-up, no weight decay).
+    finetuning.fine_tune(
+        start, tokenizer, output=out, learning_rate=lr, num_train_epochs=max(args.epochs), seed=args.seed,
+        max_train_samples=args.max_train_samples, **task_files(args, task),
+    )
+    if not keep_classifier:  # keep only the classifiers the typo test needs
+        (out / "model.safetensors").unlink(missing_ok=True)
+
+
+def best_learning_rate(args, run, task):
+    """The learning rate of the best grid point of a finished run on a task (ties: as report() breaks them)."""
+    rates = sorted(lr for lr in args.learning_rates if (run_folder(args, run, task, lr) / "results.json").is_file())
+    return max(task_grid(args.work / "glue" / run / task, rates, args.epochs), key=lambda g: g["score"])["learning_rate"]
 
 
 def finetune_one(args, name):
-    """Every learning rate x task for one model, in this process: one run of max(--epochs) epochs each,
-    scored on the dev set after every epoch, so that each run gives the grid points of all --epochs."""
-    from eelbert.training import finetuning
-
-    checkpoint = args.work / "pretrained" / name
+    """One model, in this process: the grid from its final checkpoint, then each curve point's checkpoint at the
+    final checkpoint's best learning rate per task, then (--scratch) the grid from no pretraining at all."""
+    final = args.work / "pretrained" / name
     for lr in args.learning_rates:  # outermost: a stopped benchmark still has whole grid rows for every task
         for task in args.tasks:
-            out = args.work / "glue" / name / task / f"lr{lr:g}"
-            if (out / "results.json").is_file():
-                continue
-            # The settings of examples/run_glue.py's defaults (batch 32, 10% warm-up, no weight decay).
-            finetuning.fine_tune(
-                checkpoint, None, output=out, learning_rate=lr, num_train_epochs=max(args.epochs), seed=args.seed,
-                max_train_samples=args.max_train_samples, **task_files(args, task),
-            )
-            if task != "sst2":  # keep only the classifiers the typo test needs
-                (out / "model.safetensors").unlink(missing_ok=True)
+            fine_tune_run(args, name, final, task, lr, keep_classifier=task == "sst2")
+    for steps in args.curve_steps:
+        for task in args.tasks:
+            fine_tune_run(args, f"{name}@{steps}", final / f"checkpoint-{steps}", task, best_learning_rate(args, name, task))
+    if args.scratch:
+        for lr in args.learning_rates:
+            for task in args.tasks:
+                fine_tune_run(args, f"{name}-scratch", model_argument(args.work, name), task, lr, tokenizer=args.tokenizer,
+                              keep_classifier=task == "sst2")
 
 
-def typo_robustness(args, name, sst2_runs):
-    """SST-2 dev accuracy of the best SST-2 classifier (final epoch) on clean text and with typos."""
-    best = max(sst2_runs, key=lambda run: task_score(json.loads((run / "results.json").read_text())["metrics"]))
+def typo_robustness(args, run, sst2_runs):
+    """SST-2 dev accuracy of the best SST-2 classifier (final epoch) on clean text and with a typo in 10% of the words,
+    over --typo-seeds seeds; the drop's 95% interval by bootstrap over the dev sentences (the same resampled
+    sentences for the clean and the typo'd scores, averaged over the seeds)."""
+    import numpy as np
+
+    best = max(sst2_runs, key=lambda r: task_score(json.loads((r / "results.json").read_text())["metrics"]))
     from eelbert.training import finetuning
 
     rows = finetuning.read_examples(args.glue / "SST-2" / "dev.tsv", finetuning.TASKS["sst2"].columns)
     sentences, labels = [row.texts[0] for row in rows], [int(row.label) for row in rows]
-    clean = sst2_accuracy(best, sentences, labels)
-    typo = sst2_accuracy(best, add_typos(sentences, 0.1, args.seed), labels)
-    return {"classifier": best.name, "epochs": max(args.epochs), "clean": clean, "typos": typo, "drop": clean - typo,
-            "fraction_of_words_edited": 0.1}
+    clean = np.array(sst2_correct(best, sentences, labels), dtype=float)
+    typos = np.array([sst2_correct(best, add_typos(sentences, 0.1, seed), labels) for seed in range(args.typo_seeds)], dtype=float)
+    per_sentence_drop = clean - typos.mean(0)
+    resamples = np.random.default_rng(args.seed).integers(0, len(sentences), (args.bootstrap, len(sentences)))
+    low, high = np.percentile(100 * per_sentence_drop[resamples].mean(1), [2.5, 97.5])
+    return {"classifier": best.name, "epochs": max(args.epochs), "clean": 100 * clean.mean(),
+            "typos": 100 * typos.mean(), "typos_per_seed": (100 * typos.mean(1)).tolist(),
+            "drop": 100 * per_sentence_drop.mean(), "drop_95": [low, high], "seeds": args.typo_seeds,
+            "bootstrap_resamples": args.bootstrap, "fraction_of_words_edited": 0.1}
 
 
 def finetune(args, names):
@@ -261,19 +306,21 @@ def finetune(args, names):
 
 def common_arguments(args):
     return [
-        "--work", str(args.work), "--glue", str(args.glue), "--tasks", *args.tasks, "--seed", str(args.seed),
-        "--learning-rates", *map(str, args.learning_rates), "--epochs", *map(str, args.epochs),
-        "--max-train-samples", str(args.max_train_samples),
+        "--work", str(args.work), "--glue", str(args.glue), "--tokenizer", str(args.tokenizer), "--tasks", *args.tasks,
+        "--seed", str(args.seed), "--learning-rates", *map(str, args.learning_rates), "--epochs", *map(str, args.epochs),
+        *(["--max-train-samples", str(args.max_train_samples)] if args.max_train_samples else []),
+        "--curve-steps", *map(str, args.curve_steps), "--steps", str(args.steps), "--save-steps", str(args.save_steps),
+        *(["--scratch"] if args.scratch else []),
     ]
 
 
 # ---- 3. report ----
 
 
-def finished_learning_rates(args, names, task):
+def finished_learning_rates(args, runs, task):
     """The learning rates whose run finished for every model: all models are compared on the same grid."""
-    done = [{json.loads(p.read_text())["learning_rate"] for p in (args.work / "glue" / n / task).glob("*/results.json")}
-            for n in names]
+    done = [{json.loads(p.read_text())["learning_rate"] for p in (args.work / "glue" / r / task).glob("*/results.json")}
+            for r in runs]
     common = sorted(set.intersection(*done))
     if not common:
         raise SystemExit(f"{task}: no learning rate has finished for every model")
@@ -291,25 +338,53 @@ def task_grid(folder, rates, epoch_counts):
     return grid
 
 
-def collect(args, name, grid_rates):
-    glue = args.work / "glue" / name
+def scores(args, run, grid_rates):
+    """The best grid point of every task for one run, the GLUE average (GLUE tasks only) and every grid point."""
     tasks = {}
     for task, rates in grid_rates.items():
-        grid = task_grid(glue / task, rates, args.epochs)
+        grid = task_grid(args.work / "glue" / run / task, rates, args.epochs)
         best = max(grid, key=lambda g: g["score"])
         tasks[task] = {"score": best["score"], "metrics": best["metrics"], "learning_rate": best["learning_rate"],
                        "epochs": best["epochs"], "grid": grid}
+    glue = [tasks[t]["score"] for t in tasks if t in GLUE_TASKS]
+    return {"glue_average": sum(glue) / len(glue) if glue else None, "tasks": tasks}
+
+
+def learning_curve(args, name, final):
+    """The model's GLUE scores at each curve point that has finished every task, then at the final budget."""
+    out, points = args.work / "pretrained" / name, []
+    perplexity = json.loads((out / "budget.json").read_text()).get("perplexity_at_step", {})
+    for steps in args.curve_steps:
+        run = f"{name}@{steps}"
+        rates = {task: [best_learning_rate(args, name, task)] for task in final["tasks"]}
+        if all((run_folder(args, run, t, r[0]) / "results.json").is_file() for t, r in rates.items()):
+            points.append({"steps": steps, "tokens": steps * args.batch_size * 128, **scores(args, run, rates),
+                           "perplexity": perplexity.get(str(steps))})
+    points.append({"steps": args.steps, "tokens": args.steps * args.batch_size * 128, "glue_average": final["glue_average"],
+                   "tasks": final["tasks"], "perplexity": perplexity.get(str(args.steps))})
+    for point in points:  # the curve keeps one score per task
+        point["tasks"] = {t: v["score"] for t, v in point["tasks"].items()}
+    return points
+
+
+def collect(args, name, grid_rates):
+    final = scores(args, name, grid_rates)
     checkpoint = args.work / "pretrained" / name
-    sst2_runs = [glue / "sst2" / f"lr{lr:g}" for lr in grid_rates.get("sst2", [])]
+    sst2_runs = [run_folder(args, name, "sst2", lr) for lr in grid_rates.get("sst2", [])]
+    scratch = None
+    if all((args.work / "glue" / f"{name}-scratch" / t / f"lr{lr:g}" / "results.json").is_file()
+           for t, rates in grid_rates.items() for lr in rates):
+        scratch = scores(args, f"{name}-scratch", grid_rates)
     return {
         "model": name,
-        "glue_average": sum(t["score"] for t in tasks.values()) / len(tasks),
-        "tasks": tasks,
+        **final,
+        "learning_curve": learning_curve(args, name, final),
+        "from_scratch": scratch,
         "typos": typo_robustness(args, name, sst2_runs) if sst2_runs else None,
         "pretraining": json.loads((checkpoint / "budget.json").read_text()),
         "fine_tuning": {"learning_rates": args.learning_rates, "epochs": args.epochs, "batch_size": 32,
                         "max_train_samples": args.max_train_samples, "seed": args.seed},
-        "model_safetensors_bytes": classifier_bytes(glue) or (checkpoint / "model.safetensors").stat().st_size,
+        "model_safetensors_bytes": classifier_bytes(args.work / "glue" / name) or (checkpoint / "model.safetensors").stat().st_size,
         "commit": commit_hash(),
     }
 
@@ -326,45 +401,103 @@ def report(args, names):
     results = {name: collect(args, name, grid_rates) for name in names}
     for name, result in results.items():
         (args.results / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown_table(results)
+    table = markdown_tables(results)
     (args.results / "table.md").write_text(table + "\n")
     print(table)
-    plot(results, args.results / "size_vs_glue.png")
+    plot_size(results, args.results / "size_vs_glue.png")
+    plot_curves(results, args.results / "glue_vs_tokens.png")
 
 
-def markdown_table(results):
+def markdown_tables(results):
+    """The scores (with the from-scratch control rows), each task's ratio to bert-tiny, and the learning curves."""
     base = results.get("bert-tiny")
     tasks = list(next(iter(results.values()))["tasks"])
-    header = ["model", *tasks, "GLUE avg", "ratio to bert-tiny", "paper's claim", "SST-2 with typos (drop)",
+
+    def ratio(value, reference):
+        return f"{value / reference:.3f}" if reference else "n/a"
+
+    header = ["model", *tasks, "GLUE avg", "ratio to bert-tiny", "paper's claim", "SST-2 typo drop [95%]",
               "model.safetensors", "size ratio"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, r in results.items():
-        ratio = f"{r['glue_average'] / base['glue_average']:.3f}" if base else "n/a"
-        size_ratio = f"{r['model_safetensors_bytes'] / base['model_safetensors_bytes']:.3f}" if base else "n/a"
-        typos = f"{r['typos']['typos']:.1f} (-{r['typos']['drop']:.1f})" if r["typos"] else "n/a"
-        cells = [name, *(f"{r['tasks'][t]['score']:.1f}" for t in tasks), f"{r['glue_average']:.1f}", ratio,
-                 PAPER_CLAIMS.get(name, ""), typos, f"{r['model_safetensors_bytes']:,}", size_ratio]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows = [(name, r, True)] + ([(f"{name} (no pretraining)", r["from_scratch"], False)] if r["from_scratch"] else [])
+        for label, row, pretrained in rows:
+            typos = r["typos"] if pretrained else None
+            drop = f"{typos['drop']:.1f} [{typos['drop_95'][0]:.1f}, {typos['drop_95'][1]:.1f}]" if typos else ""
+            cells = [label, *(f"{row['tasks'][t]['score']:.1f}" for t in tasks), f"{row['glue_average']:.1f}",
+                     ratio(row["glue_average"], base and base["glue_average"]),
+                     PAPER_CLAIMS.get(name, "") if pretrained else "", drop,
+                     f"{r['model_safetensors_bytes']:,}", ratio(r["model_safetensors_bytes"], base and base["model_safetensors_bytes"])]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Each task's score as a ratio to bert-tiny's (pretrained models):", "",
+              "| model | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 1)]
+    for name, r in results.items():
+        lines.append(f"| {name} | " + " | ".join(ratio(r["tasks"][t]["score"], base and base["tasks"][t]["score"]) for t in tasks) + " |")
+    lines += ["", "Learning curves (GLUE average; held-out masked-LM perplexity in brackets):", "",
+              "| model | " + " | ".join(f"{p['tokens'] / 1e6:.1f}M tokens" for p in next(iter(results.values()))["learning_curve"]) + " |",
+              "|" + "---|" * (1 + len(next(iter(results.values()))["learning_curve"]))]
+    for name, r in results.items():
+        cells = [f"{p['glue_average']:.1f}" + (f" ({p['perplexity']:.0f})" if p["perplexity"] else "") for p in r["learning_curve"]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot(results, path):
+# Published dev scores of models trained at other (far larger) budgets, for the size plot: BERT-tiny (Turc et al.,
+# 4.4M parameters) and NeuML's bert-hash models (model cards); bytes as float32 safetensors (4 per parameter).
+PUBLISHED = {
+    "BERT-tiny (Turc et al.)": {"parameters": 4_385_920, "sst2": 82.2, "mrpc_f1": 83.2},
+    "bert-hash-femto": {"parameters": 240_000, "sst2": 78.2, "mrpc_f1": 81.2},
+    "bert-hash-pico": {"parameters": 450_000, "sst2": 78.8, "mrpc_f1": 82.1},
+    "bert-hash-nano": {"parameters": 970_000, "sst2": 81.3, "mrpc_f1": 81.7},
+}
+
+
+def plot_size(results, path):
+    """SST-2 accuracy and MRPC F1 (the tasks with published scores) against model.safetensors bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(t, label) for t, label in (("sst2", "SST-2 dev accuracy"), ("mrpc", "MRPC dev F1")) if t in next(iter(results.values()))["tasks"]]
+    figure, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 4), squeeze=False)
+    for ax, (task, label) in zip(axes[0], panels):
+        for i, (name, r) in enumerate(results.items()):
+            value = r["tasks"][task]["metrics"]["f1" if task == "mrpc" else "accuracy"]
+            megabytes = r["model_safetensors_bytes"] / 1e6
+            ax.scatter(megabytes, value, color="C0")
+            ax.annotate(name, (megabytes, value), textcoords="offset points", xytext=(6, 6 if i % 2 else -12), fontsize=8)
+        for name, published in PUBLISHED.items():
+            megabytes, value = 4 * published["parameters"] / 1e6, published["sst2" if task == "sst2" else "mrpc_f1"]
+            ax.scatter(megabytes, value, marker="x", color="C3")
+            ax.annotate(name, (megabytes, value), textcoords="offset points", xytext=(6, -3), fontsize=8, color="C3")
+        ax.set_xscale("log")
+        ax.set_xlabel("model.safetensors (MB, log scale)")
+        ax.set_ylabel(label)
+    budget = next(iter(results.values()))["pretraining"]
+    figure.suptitle(f"dots: ours, {budget['tokens'] / 1e6:.0f}M pretraining tokens each; crosses: published, trained far longer",
+                    fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def plot_curves(results, path):
+    """GLUE average against pretraining tokens, one curve per model."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4))
-    for i, (name, r) in enumerate(results.items()):
-        megabytes = r["model_safetensors_bytes"] / 1e6
-        axes.scatter(megabytes, r["glue_average"])
-        # alternate labels above and below, so that models of one size stay readable
-        axes.annotate(name, (megabytes, r["glue_average"]), textcoords="offset points", xytext=(6, 6 if i % 2 else -12))
-    axes.set_xscale("log")
-    axes.set_xlabel("model.safetensors of the SST-2 classifier (MB, log scale)")
+    for name, r in results.items():
+        points = r["learning_curve"]
+        axes.plot([p["tokens"] / 1e6 for p in points], [p["glue_average"] for p in points], marker="o", label=name)
+        if r["from_scratch"]:
+            axes.axhline(r["from_scratch"]["glue_average"], linestyle=":", color=axes.lines[-1].get_color(), linewidth=1)
+    axes.set_xlabel("pretraining tokens (millions)")
     axes.set_ylabel("GLUE dev average (6 tasks)")
-    budget = next(iter(results.values()))["pretraining"]
-    axes.set_title(f"Equal budget: {budget['steps']} steps x {budget['batch_size']} x 128 tokens")
+    axes.set_title("Learning curves (dotted: the same model, no pretraining)", fontsize=9)
+    axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
@@ -385,9 +518,21 @@ def main(argv=None):
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
     parser.add_argument("--learning-rates", type=float, nargs="+", default=[1e-3, 3e-4, 1e-4])
     parser.add_argument("--epochs", type=int, nargs="+", default=[3, 5])
-    parser.add_argument("--max-train-samples", type=int, default=20000, help="fine-tuning rows per task (SST-2 has 67k)")
+    parser.add_argument("--max-train-samples", type=int, help="at most this many fine-tuning rows per task (default: all)")
+    parser.add_argument("--curve-steps", type=int, nargs="*", default=None,
+                        help="earlier checkpoints to fine-tune for the learning curves (default: --steps / 4 and / 2)")
+    parser.add_argument("--save-steps", type=int, default=250, help="pretraining checkpoints (resume points) every N steps")
+    parser.add_argument("--scratch", action="store_true", help="also fine-tune every model from no pretraining (control rows)")
+    parser.add_argument("--typo-seeds", type=int, default=5)
+    parser.add_argument("--bootstrap", type=int, default=1000, help="resamples for the typo drop's interval")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.curve_steps is None:  # a quarter and half of the budget, where checkpoints are saved
+        args.curve_steps = sorted({n // args.save_steps * args.save_steps for n in (args.steps // 4, args.steps // 2)} - {0})
+    bad = [s for s in args.curve_steps if not 0 < s < args.steps or s % args.save_steps]
+    if bad:
+        parser.error(f"--curve-steps {bad}: each must be below --steps ({args.steps}) and a multiple of --save-steps "
+                     f"({args.save_steps}), where a checkpoint is saved")
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage == "finetune-one":
         return finetune_one(args, args.models[0])

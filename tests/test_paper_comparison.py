@@ -64,27 +64,73 @@ def test_a_failed_metric_scores_zero_and_never_wins_the_grid(comparison, tmp_pat
 
 
 @pytest.mark.slow
-def test_a_miniature_comparison_writes_results_a_table_and_a_plot(comparison, tmp_path):
+def test_a_miniature_comparison_writes_results_tables_curves_controls_and_plots(comparison, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(f"the model number {i} reads a short line of text about phones and watches" for i in range(400)))
     results = tmp_path / "results"
     comparison.main([
-        "--work", str(tmp_path / "work"), "--results", str(results), "--corpus", str(corpus), "--steps", "2",
-        "--batch-size", "4", "--models", "bert-tiny", "uno-eelbert-rolling", "--tasks", "wnli", "sst2",
-        "--learning-rates", "1e-3", "--epochs", "1", "2", "--max-train-samples", "64",
+        "--work", str(tmp_path / "work"), "--results", str(results), "--corpus", str(corpus), "--steps", "4",
+        "--save-steps", "2", "--batch-size", "4", "--models", "bert-tiny", "uno-eelbert-rolling", "--tasks", "wnli", "sst2",
+        "--learning-rates", "1e-3", "3e-4", "--epochs", "1", "2", "--max-train-samples", "64", "--scratch",
+        "--typo-seeds", "2", "--bootstrap", "50",
     ])
     uno = json.loads((results / "uno-eelbert-rolling.json").read_text())
     assert uno["model"] == "uno-eelbert-rolling" and set(uno["tasks"]) == {"wnli", "sst2"}
     assert uno["glue_average"] == pytest.approx((uno["tasks"]["wnli"]["score"] + uno["tasks"]["sst2"]["score"]) / 2)
-    assert len(uno["tasks"]["sst2"]["grid"]) == 2  # 1 learning rate x 2 epoch counts
-    assert uno["pretraining"]["steps"] == 2 and uno["pretraining"]["tokens"] == 2 * 4 * 128
+    assert len(uno["tasks"]["sst2"]["grid"]) == 4  # 2 learning rates x 2 epoch counts
+    assert uno["pretraining"]["steps"] == 4 and uno["pretraining"]["tokens"] == 4 * 4 * 128
     assert uno["pretraining"]["seconds"] >= uno["pretraining"]["training_seconds"] > 0 and len(uno["commit"]) >= 40
-    assert 0 <= uno["typos"]["typos"] <= 100 and uno["typos"]["drop"] == uno["typos"]["clean"] - uno["typos"]["typos"]
-    config = json.loads((tmp_path / "work" / "pretrained" / "uno-eelbert-rolling" / "config.json").read_text())
+    # the learning curve: the checkpoint at step 2 (the default curve point: half of 4 steps), then the final model
+    curve = uno["learning_curve"]
+    assert [p["steps"] for p in curve] == [2, 4] and [p["tokens"] for p in curve] == [2 * 4 * 128, 4 * 4 * 128]
+    assert curve[1]["glue_average"] == uno["glue_average"] and all(p["perplexity"] > 1 for p in curve)
+    pretrained = tmp_path / "work" / "pretrained" / "uno-eelbert-rolling"
+    assert sorted(c.name for c in pretrained.glob("checkpoint-*")) == ["checkpoint-2"]  # only curve points kept
+    at_2 = json.loads((tmp_path / "work" / "glue" / "uno-eelbert-rolling@2" / "sst2" /
+                       f"lr{uno['tasks']['sst2']['learning_rate']:g}" / "results.json").read_text())
+    assert curve[0]["tasks"]["sst2"] == max(comparison.task_score(m) for m in at_2["metrics_per_epoch"].values())
+    # the control rows: the same grid from a model that never saw the corpus
+    scratch = uno["from_scratch"]
+    assert set(scratch["tasks"]) == {"wnli", "sst2"} and len(scratch["tasks"]["sst2"]["grid"]) == 4
+    # typos over 2 seeds, the drop with its bootstrap interval
+    typos = uno["typos"]
+    assert len(typos["typos_per_seed"]) == 2 and typos["typos"] == pytest.approx(sum(typos["typos_per_seed"]) / 2)
+    assert typos["drop"] == pytest.approx(typos["clean"] - typos["typos"])
+    assert typos["drop_95"][0] <= typos["drop"] <= typos["drop_95"][1]
+    config = json.loads((pretrained / "config.json").read_text())
     assert config["hash_function"] == "rolling"
     table = (results / "table.md").read_text()
     assert "| bert-tiny |" in table and "| uno-eelbert-rolling |" in table and "1.000" in table
-    assert (results / "size_vs_glue.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| uno-eelbert-rolling (no pretraining) |" in table and "Learning curves" in table
+    for plot in ("size_vs_glue.png", "glue_vs_tokens.png"):
+        assert (results / plot).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_curve_points_must_be_saved_checkpoints(comparison, tmp_path):
+    with pytest.raises(SystemExit):
+        comparison.main(["--work", str(tmp_path), "--steps", "1000", "--save-steps", "250", "--curve-steps", "300",
+                         "--stage", "report"])
+
+
+def test_the_typo_drop_interval_is_a_bootstrap_over_sentences(comparison, tmp_path, monkeypatch):
+    # A classifier right on every clean sentence and wrong on the typo'd copies of a known share of them.
+    for lr in (1e-3,):
+        folder = tmp_path / f"lr{lr:g}"
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps({"metrics": {"accuracy": 50.0}}))
+    rows = 872
+    monkeypatch.setattr(comparison, "sst2_correct", lambda checkpoint, sentences, labels: [
+        not (s != clean and i % 5 == 0) for i, (s, clean) in enumerate(zip(sentences, CLEAN))])
+    from eelbert.training import finetuning
+
+    CLEAN = [r.texts[0] for r in finetuning.read_examples(GLUE / "SST-2" / "dev.tsv", finetuning.TASKS["sst2"].columns)]
+    assert len(CLEAN) == rows
+    args = comparison.argparse.Namespace(glue=GLUE, typo_seeds=3, bootstrap=200, seed=0, epochs=[3])
+    result = comparison.typo_robustness(args, "m", [tmp_path / "lr0.001"])
+    assert result["clean"] == 100.0 and len(result["typos_per_seed"]) == 3
+    assert 0 < result["drop"] < 20 and result["drop"] == pytest.approx(100 - result["typos"])
+    low, high = result["drop_95"]
+    assert low < result["drop"] < high and high - low < 6  # a few points wide for 872 sentences
 
 
 def test_only_learning_rates_finished_by_every_model_are_compared(comparison, tmp_path):
