@@ -183,7 +183,10 @@ class EelbertNgramBuckets(nn.EmbeddingBag):
     of each batch's ids on every call instead. Each call looks up every distinct id of the batch once."""
 
     def __init__(self, config):
-        super().__init__(config.ngram_buckets, config.embedding_size, mode="mean")
+        # Built from zeros, not reset_parameters' random draw: the other parameters then get the same random
+        # values as without buckets (_init_weights zeros the table again, except where a checkpoint loads it).
+        zeros = torch.zeros(config.ngram_buckets, config.embedding_size)
+        super().__init__(config.ngram_buckets, config.embedding_size, mode="mean", _weight=zeros)
         self.config = config
         self.index = None  # (vocab, flat bucket ids, offsets, counts) of the whole vocabulary
 
