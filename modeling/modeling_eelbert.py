@@ -225,6 +225,9 @@ class EelbertNgramBuckets(nn.EmbeddingBag):
         return flat[torch.repeat_interleave(starts, counts) + within], bag_offsets
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():  # the bags' sizes depend on the ids' values
+            raise ValueError("a model with learned n-gram buckets (ngram_buckets > 0) cannot be traced or exported "
+                             "yet (torch.compile works)")
         ids, inverse = torch.unique(input_ids, return_inverse=True)
         return super().forward(*self._bags(ids))[inverse]
 

@@ -189,3 +189,14 @@ def test_convert_bert_starts_the_buckets_at_zero(tokenizer, tmp_path):
     tokenizer.save_pretrained(tmp_path / "bert")
     model, _, _ = convert_bert(tmp_path / "bert", ngram_buckets=32)
     assert torch.equal(model.eelbert.embeddings.ngram_buckets.weight, torch.zeros(32, 128))
+
+
+def test_torch_compile_gives_the_outputs_and_export_refuses_naming_ngram_buckets(small_config, tokenizer):
+    _, model = _pair(small_config, ngram_buckets=64)
+    _randomize(model)
+    batch = dict(tokenizer(["hello world", "a b c d"], return_tensors="pt", padding=True))
+    compiled = torch.compile(model, backend="eager")
+    with torch.no_grad():
+        assert torch.allclose(compiled(**batch).logits, model(**batch).logits, atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match=r"ngram_buckets > 0\) cannot be traced or exported"):
+            torch.export.export(model, args=(), kwargs=batch)
