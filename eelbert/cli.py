@@ -242,7 +242,8 @@ def _info(args):
         "layers / hidden / heads / ffn": f"{config.num_hidden_layers} / {config.hidden_size} / "
         f"{config.num_attention_heads} / {config.intermediate_size}",
         "hash": f"{config.hash_function}, seed {config.hash_seed}, n-grams 1-{config.max_ngram_order}, "
-        f"{config.embedding_size} dims, hash_version {config.hash_version}",
+        f"{config.embedding_size} dims, hash_version {config.hash_version}"
+        + (f", {config.ngram_buckets:,} learned n-gram buckets" if config.ngram_buckets else ""),
         # An ONNX folder's config.json leaves the tokens to the graph and tokenizer.json.
         "vocabulary": f"{config.vocab_size:,} tokens" + (f" ({len(config.special_tokens):,} special)" if config.vocab else ""),
         "masked-LM decoder": config.mlm_decoder,

@@ -325,11 +325,14 @@ def export_onnx(model, folder, *, inputs: str = "input_ids") -> Path:
     vocabulary (see the module docstring); or, with `inputs="inputs_embeds"`, `inputs_embeds` [..., embedding_size]
     float32 from `embed_for_onnx` instead of `input_ids`. Outputs: the model's outputs with their transformers
     names (`last_hidden_state` and `pooler_output`, `logits`, or `start_logits` and `end_logits`).
-    Nothing is written unless the export succeeds."""
+    Models with learned n-gram buckets (`ngram_buckets` > 0) are refused. Nothing is written unless the export succeeds."""
     if inputs not in GRAPH_INPUTS:
         raise ValueError(f"inputs must be one of {GRAPH_INPUTS}, got {inputs!r}")
     if getattr(model.config, "model_type", None) != "eelbert":
         raise ValueError(f"only EELBERT models can be exported this way, got a {type(model).__name__}")
+    if getattr(model.config, "ngram_buckets", 0):
+        raise ValueError(f"the ONNX export does not support the learned n-gram buckets yet (ngram_buckets="
+                         f"{model.config.ngram_buckets}): only models with ngram_buckets=0 can be exported")
     config, architecture = model.config, type(model).__name__
     embedding = PackedVocabularyEmbedding(config)  # refuses unencodable tokens
     model = copy.deepcopy(model).eval().float()  # the export swaps the embedding module: not the caller's model
