@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 import torch
 
 from eelbert import embedding_evaluation as evaluation
+from revisions import checkout_commit
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -59,12 +59,6 @@ def student_argument(text):
         raise argparse.ArgumentTypeError(f"expected NAME=FOLDER with an existing folder, got {text!r}")
     return name, Path(folder)
 
-
-def commit_hash():
-    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
-                           text=True)
-    return result.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def versions():
@@ -133,7 +127,7 @@ def run(args) -> dict:
     return {
         "benchmark": "sentence embeddings (benchmarks/bench_embeddings.py)",
         "command": shlex.join(["python", "benchmarks/bench_embeddings.py", *args.argv]),
-        "commit": commit_hash(),
+        "commit": checkout_commit(),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
         "versions": versions(),

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from eelbert.typos import add_typos
+from revisions import checkout_commit
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -59,11 +60,6 @@ PAPER_CLAIMS = {
     "uno-eelbert-rolling": "(paper's hash-function question)",
 }
 
-
-def commit_hash():
-    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True)
-    return result.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def pretraining_corpus():
@@ -385,7 +381,7 @@ def collect(args, name, grid_rates):
         "fine_tuning": {"learning_rates": args.learning_rates, "epochs": args.epochs, "batch_size": 32,
                         "max_train_samples": args.max_train_samples, "seed": args.seed},
         "model_safetensors_bytes": classifier_bytes(args.work / "glue" / name) or (checkpoint / "model.safetensors").stat().st_size,
-        "commit": commit_hash(),
+        "commit": checkout_commit(),
     }
 
 

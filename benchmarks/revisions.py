@@ -1,10 +1,19 @@
-"""The package and scripts of an earlier git revision, to measure against in the same run as this checkout."""
+"""Git revisions for the benchmarks: the commit a result was measured at, and the package and scripts of an earlier
+revision to measure against in the same run as this checkout."""
 
 import shutil
 import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def checkout_commit() -> str:
+    """The commit this checkout is at, with "-dirty" when tracked files differ from it (results record it)."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                           text=True)
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def earlier_revision(revision: str, work: Path) -> tuple[Path, dict]:

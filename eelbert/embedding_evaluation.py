@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .training.distillation import normalized
 from .training.finetuning import TASKS, read_examples
 from .typos import add_typos
 
@@ -92,11 +93,6 @@ def with_typos(data: EvaluationData, fraction: float, seed: int) -> EvaluationDa
 # ---- Encoders ----
 
 
-def normalized(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
 class Embeddings:
     """Normalised float32 embeddings by `encode` (a list of sentences -> an array), each distinct sentence encoded
     once: the clean dev sentences serve every typo seed, repeated sentences are encoded once."""
@@ -107,7 +103,7 @@ class Embeddings:
     def __call__(self, sentences) -> np.ndarray:
         missing = list(dict.fromkeys(s for s in sentences if s not in self.stored))
         if missing:
-            self.stored.update(zip(missing, normalized(self.encode(missing))))
+            self.stored.update(zip(missing, normalized(np.asarray(self.encode(missing), dtype=np.float32))))
         return np.stack([self.stored[s] for s in sentences]) if sentences else np.zeros((0, 0), np.float32)
 
 

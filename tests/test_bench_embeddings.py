@@ -25,6 +25,7 @@ VOCABULARY = 6000  # BERT uncased's first lines: the special tokens, characters 
 
 @pytest.fixture(scope="module")
 def bench():
+    sys.path.insert(0, str(REPO / "benchmarks"))  # as when run as a script: its sibling modules import
     spec = importlib.util.spec_from_file_location("bench_embeddings", REPO / "benchmarks" / "bench_embeddings.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import sys
 
 import pytest
 from helpers import GLUE, REPO
@@ -12,6 +13,7 @@ from eelbert.typos import add_typos
 
 @pytest.fixture(scope="module")
 def comparison():
+    sys.path.insert(0, str(REPO / "benchmarks"))  # as when run as a script: its sibling modules import
     spec = importlib.util.spec_from_file_location("paper_comparison", REPO / "benchmarks" / "paper_comparison.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

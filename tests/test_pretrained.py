@@ -1,7 +1,6 @@
 """The trained models installed with the package (pretrained/, eelbert.pretrained): complete, small, loadable
 without eelbert, by name, and as good as their cards say."""
 
-import csv
 import json
 import re
 from pathlib import Path
@@ -13,6 +12,7 @@ from helpers import SHARED_DATA, WITHOUT_EELBERT, run_python
 import eelbert
 import eelbert.modeling
 from eelbert.cli import main
+from eelbert.embedding_evaluation import glue_evaluation_data, sts_spearman
 
 pytest.importorskip("sentence_transformers")
 from sentence_transformers import SentenceTransformer  # noqa: E402
@@ -58,13 +58,8 @@ print(json.dumps(model.encode({texts!r}).tolist()))
 
 
 def _stsb_spearman(model) -> float:
-    from scipy.stats import spearmanr
-
-    with open(SHARED_DATA / "glue" / "STS-B" / "dev.tsv", encoding="utf-8") as tsv:
-        rows = list(csv.DictReader(tsv, delimiter="\t", quoting=csv.QUOTE_NONE))
-    a = model.encode([r["sentence1"] for r in rows], batch_size=256)
-    b = model.encode([r["sentence2"] for r in rows], batch_size=256)
-    return 100 * spearmanr((a * b).sum(1), [float(r["score"]) for r in rows]).correlation
+    first, second, gold = glue_evaluation_data(SHARED_DATA / "glue", dev_limit=None).sts_dev
+    return sts_spearman(lambda sentences: model.encode(sentences, batch_size=256), first, second, gold)
 
 
 def test_the_sentence_model_scores_what_its_card_says_and_beats_the_same_model_untrained(folder, tmp_path):

@@ -129,6 +129,12 @@ class EelbertConfig(PreTrainedConfig):
         sparse_prediction (`bool`, False): masked-LM with `labels` scores only the labelled positions and returns
             logits of shape [labelled positions, vocab_size]: the same loss, without the vocabulary projection of
             the ~85% unmasked tokens (most of a small model's pretraining compute). As in ModernBERT.
+        ngram_buckets (`int`, 0 = none): the number of rows of a learned `nn.EmbeddingBag` added to the hash
+            embedding (before the projection), as fastText's subword buckets: each token adds the mean of the rows
+            of its n-grams (those the hash pools; a special token's whole string), an n-gram's row being
+            `MurmurHash3_x86_32(utf8(g), hash_seed + 1) mod ngram_buckets` (`ngram_bucket_ids`). Zero at
+            initialization, so a new model's embedding is the fixed one. Not added to `inputs_embeds`. 0 is
+            the paper's EELBERT: no learned word-embedding parameter at all.
         preset (`str`): the name of the preset the config was made from, if any (informational).
         embedding_fingerprint (`dict`): written by `save_pretrained`, not set by hand: a digest of each field that
             defines the word embedding (EMBEDDING_FIELDS). Loading a config.json whose fields no longer match it
@@ -165,6 +171,7 @@ class EelbertConfig(PreTrainedConfig):
         mlm_decoder="hash",
         embedding_table="lazy",
         sparse_prediction=False,
+        ngram_buckets=0,
         preset=None,
         embedding_fingerprint=None,
         **kwargs,
@@ -201,6 +208,7 @@ class EelbertConfig(PreTrainedConfig):
         self.mlm_decoder = mlm_decoder
         self.embedding_table = embedding_table
         self.sparse_prediction = sparse_prediction
+        self.ngram_buckets = ngram_buckets
         self.preset = preset
         self.auto_map = dict(AUTO_MAP)
         self._check()
@@ -233,6 +241,8 @@ class EelbertConfig(PreTrainedConfig):
             raise ValueError(f"mlm_decoder must be one of {MLM_DECODERS}, got {self.mlm_decoder!r}")
         if not isinstance(self.sparse_prediction, bool):
             raise ValueError(f"sparse_prediction must be true or false, got {self.sparse_prediction!r}")
+        if not isinstance(self.ngram_buckets, int) or isinstance(self.ngram_buckets, bool) or self.ngram_buckets < 0:
+            raise ValueError(f"ngram_buckets must be a non-negative integer (0 = none), got {self.ngram_buckets!r}")
         if self.embedding_table not in EMBEDDING_TABLE_MODES:
             raise ValueError(f"embedding_table must be one of {EMBEDDING_TABLE_MODES}, got {self.embedding_table!r}")
         if self.embedding_size != self.hidden_size and not self.embedding_projection:

@@ -304,3 +304,49 @@ def hash_embedding_table(
         signatures = _signatures(_code_point_rows([tokens[i] for i in special_ids], weights.device), hash_function, hash_seed)
         table[special_ids] = (_project(signatures, weights).double() / (SIGNATURE_MODULUS / 2)).float()
     return table
+
+
+# ---- The learned n-gram buckets (config.ngram_buckets > 0) ----
+
+
+def ngram_bucket_ids(
+    tokens: list[str],
+    *,
+    num_buckets: int,
+    max_ngram_order: int = 3,
+    hash_seed: int = 0,
+    special_tokens: list[str] | tuple[str, ...] = (),
+    continuing_subword_prefix: str | None = "##",
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inputs of an `nn.EmbeddingBag(num_buckets, d)` that gives each token the mean of its n-grams' learned
+    vectors (as fastText's subword buckets): the flat bucket ids of all tokens, token after token, and the offset
+    of each token's first one (int64, on `device`). The n-grams are those of steps 1 and 3 (orders 1..N of the
+    marked token, every occurrence); a special token has one n-gram, its whole string (as step 2). The bucket of
+    n-gram g is `MurmurHash3_x86_32(utf8(g), (hash_seed + 1) mod 2**32) mod num_buckets`, i.e.
+    `mmh3.hash(g, hash_seed + 1, signed=False) % num_buckets`: another seed than the fixed embedding's, so that
+    bucket collisions do not follow its signatures."""
+    device = device or "cpu"
+    seed = (hash_seed + 1) & _MASK32
+    num_tokens = len(tokens)
+    special = set(special_tokens)
+    is_special = torch.tensor([t in special for t in tokens], dtype=torch.bool, device=device)
+
+    flat, lengths = _mark(*_flat_code_points(tokens, device), continuing_subword_prefix)
+    token_of = torch.repeat_interleave(torch.arange(num_tokens, device=device), lengths)
+    position = torch.arange(flat.numel(), device=device) - (lengths.cumsum(0) - lengths)[token_of]
+    windows = torch.nn.functional.pad(flat, (0, max_ngram_order - 1))
+    owners, buckets = [], []
+    for n in range(1, max_ngram_order + 1):
+        starts = torch.nonzero((position + n <= lengths[token_of]) & ~is_special[token_of]).squeeze(1)
+        data, byte_lengths = _utf8(windows.unfold(0, n, 1)[starts])
+        owners.append(token_of[starts])
+        buckets.append(murmur3_32(data, byte_lengths, seed) % num_buckets)
+    special_ids = torch.nonzero(is_special).squeeze(1)
+    if len(special_ids):
+        data, byte_lengths = _utf8(_code_point_rows([tokens[i] for i in special_ids.tolist()], device))
+        owners.append(special_ids)
+        buckets.append(murmur3_32(data, byte_lengths, seed) % num_buckets)
+    owner, order = torch.sort(torch.cat(owners), stable=True)
+    counts = torch.bincount(owner, minlength=num_tokens)
+    return torch.cat(buckets)[order], counts.cumsum(0) - counts

@@ -29,7 +29,7 @@ from transformers.modeling_outputs import (
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_eelbert import AUTO_CLASS_OF, EelbertConfig
-from .hashing_eelbert import hash_embedding_table
+from .hashing_eelbert import hash_embedding_table, ngram_bucket_ids
 
 # The hash table's entries have an RMS of about 0.3 (BERT's uncased vocabulary, n-grams 1-3): 15x the 0.02 of a
 # freshly initialized BERT embedding. With a unit LayerNorm gain, masked-LM scores against this fixed table
@@ -173,12 +173,73 @@ def vocabulary_table(config, device=None) -> torch.Tensor:
     return hash_embed(config.vocab, config, device)
 
 
+class EelbertNgramBuckets(nn.EmbeddingBag):
+    """The learned part of the word embedding (`config.ngram_buckets` > 0), added to the fixed hash embedding as
+    fastText's subword buckets: token i gets the mean of the learned vectors of its n-grams' buckets
+    (`ngram_bucket_ids`). Zero at initialization, so a new model starts with the paper's embedding exactly.
+
+    The bucket lists of the whole vocabulary (about 17 per token) are computed once and kept outside the state
+    dict: at construction/load (embedding_table "full") or at the first call ("lazy"); "per_batch" computes those
+    of each batch's ids on every call instead. Each call looks up every distinct id of the batch once."""
+
+    def __init__(self, config):
+        # Built from zeros, not reset_parameters' random draw: the other parameters then get the same random
+        # values as without buckets (_init_weights zeros the table again, except where a checkpoint loads it).
+        zeros = torch.zeros(config.ngram_buckets, config.embedding_size)
+        super().__init__(config.ngram_buckets, config.embedding_size, mode="mean", _weight=zeros)
+        self.config = config
+        self.index = None  # (vocab, flat bucket ids, offsets, counts) of the whole vocabulary
+
+    def bucket_ids(self, tokens: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+        config = self.config
+        return ngram_bucket_ids(
+            tokens, num_buckets=config.ngram_buckets, max_ngram_order=config.max_ngram_order,
+            hash_seed=config.hash_seed, special_tokens=config.special_tokens,
+            continuing_subword_prefix=config.continuing_subword_prefix, device=device,
+        )
+
+    def initialize(self):
+        if self.config.embedding_table == "full" and self.weight.device.type != "meta":
+            self._vocabulary_index(self.weight.device)
+
+    def _vocabulary_index(self, device):
+        vocab = self.config.vocab
+        if self.index is None or self.index[0] is not vocab:  # not built yet, or model.set_vocab since
+            flat, offsets = self.bucket_ids(list(vocab), "cpu")
+            self.index = (vocab, flat, offsets, torch.diff(offsets, append=offsets.new_tensor([len(flat)])))
+        if self.index[1].device != device:
+            self.index = (vocab, *(t.to(device) for t in self.index[1:]))
+        return self.index[1:]
+
+    @torch.compiler.disable  # the bucket lists come from the vocabulary's Python strings
+    def _bags(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """EmbeddingBag inputs of the distinct ids `ids`."""
+        if self.config.embedding_table == "per_batch":
+            vocab = self.config.vocab
+            return self.bucket_ids([vocab[i] for i in ids.tolist()], ids.device)
+        flat, offsets, counts = self._vocabulary_index(ids.device)
+        starts, counts = offsets[ids], counts[ids]
+        bag_offsets = counts.cumsum(0) - counts
+        # Position j of bag b is flat[starts[b] + j]: one gather for all bags.
+        within = torch.arange(int(counts.sum()), device=ids.device) - torch.repeat_interleave(bag_offsets, counts)
+        return flat[torch.repeat_interleave(starts, counts) + within], bag_offsets
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():  # the bags' sizes depend on the ids' values
+            raise ValueError("a model with learned n-gram buckets (ngram_buckets > 0) cannot be traced or exported "
+                             "yet (torch.compile works)")
+        ids, inverse = torch.unique(input_ids, return_inverse=True)
+        return super().forward(*self._bags(ids))[inverse]
+
+
 class EelbertEmbeddings(nn.Module):
-    """Hash word embeddings (optionally projected to hidden_size) + position + token type, then LayerNorm and dropout."""
+    """Hash word embeddings (plus the learned n-gram buckets, if any; optionally projected to hidden_size) + position
+    + token type, then LayerNorm and dropout."""
 
     def __init__(self, config):
         super().__init__()
         self.word_embeddings = EelbertHashEmbedding(config)
+        self.ngram_buckets = EelbertNgramBuckets(config) if config.ngram_buckets else None
         self.projection = (
             nn.Linear(config.embedding_size, config.hidden_size) if config.embedding_projection else None
         )
@@ -191,6 +252,8 @@ class EelbertEmbeddings(nn.Module):
     def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None) -> torch.Tensor:
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)
+            if self.ngram_buckets is not None:
+                inputs_embeds = inputs_embeds + self.ngram_buckets(input_ids)
         seq_length = inputs_embeds.shape[1]
         if seq_length > self.position_ids.shape[1]:
             raise ValueError(
@@ -375,6 +438,10 @@ class EelbertPreTrainedModel(PreTrainedModel):
         elif isinstance(module, EelbertHashEmbedding):
             # Not a parameter: a pure function of the vocabulary strings, recomputed on every build and load.
             module.initialize()
+        elif isinstance(module, EelbertNgramBuckets):
+            # Zeros: a new model's word embedding is the paper's fixed one; training learns the offset.
+            init.zeros_(module.weight)
+            module.initialize()
         elif isinstance(module, EelbertEmbeddings):
             init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).unsqueeze(0))
         elif isinstance(module, EelbertLMPredictionHead):
@@ -468,7 +535,8 @@ class EelbertModel(EelbertPreTrainedModel):
         return_dict=None,
     ):
         """`inputs_embeds`, if given instead of `input_ids`, are [batch, seq, embedding_size] hash embeddings
-        (e.g. from `eelbert.hash_embed`), before the optional projection."""
+        (e.g. from `eelbert.hash_embed`), before the optional projection; they are used as given (the learned
+        n-gram buckets, which need the ids, are not added)."""
         _check_inputs(input_ids, inputs_embeds, attention_mask)
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
