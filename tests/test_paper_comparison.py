@@ -74,12 +74,13 @@ def test_a_miniature_comparison_writes_results_tables_curves_controls_and_plots(
         "--work", str(tmp_path / "work"), "--results", str(results), "--corpus", str(corpus), "--steps", "4",
         "--save-steps", "2", "--batch-size", "4", "--models", "bert-tiny", "uno-eelbert-rolling", "--tasks", "wnli", "sst2",
         "--learning-rates", "1e-3", "3e-4", "--epochs", "1", "2", "--max-train-samples", "64", "--scratch",
-        "--typo-seeds", "2", "--bootstrap", "50",
+        "--typo-seeds", "2", "--bootstrap", "50", "--sampling", "group_by_length",
     ])
     uno = json.loads((results / "uno-eelbert-rolling.json").read_text())
     assert uno["model"] == "uno-eelbert-rolling" and set(uno["tasks"]) == {"wnli", "sst2"}
     assert uno["glue_average"] == pytest.approx((uno["tasks"]["wnli"]["score"] + uno["tasks"]["sst2"]["score"]) / 2)
     assert len(uno["tasks"]["sst2"]["grid"]) == 4  # 2 learning rates x 2 epoch counts
+    assert uno["fine_tuning"]["sampling"] == "group_by_length"
     assert uno["pretraining"]["steps"] == 4 and uno["pretraining"]["tokens"] == 4 * 4 * 128
     assert uno["pretraining"]["seconds"] >= uno["pretraining"]["training_seconds"] > 0 and len(uno["commit"]) >= 40
     # the learning curve: the checkpoint at step 2 (the default curve point: half of 4 steps), then the final model
@@ -91,6 +92,7 @@ def test_a_miniature_comparison_writes_results_tables_curves_controls_and_plots(
     at_2 = json.loads((tmp_path / "work" / "glue" / "uno-eelbert-rolling@2" / "sst2" /
                        f"lr{uno['tasks']['sst2']['learning_rate']:g}" / "results.json").read_text())
     assert curve[0]["tasks"]["sst2"] == max(comparison.task_score(m) for m in at_2["metrics_per_epoch"].values())
+    assert at_2["sampling"] == "group_by_length"  # the Trainer was given it
     # the control rows: the same grid from a model that never saw the corpus
     scratch = uno["from_scratch"]
     assert set(scratch["tasks"]) == {"wnli", "sst2"} and len(scratch["tasks"]["sst2"]["grid"]) == 4

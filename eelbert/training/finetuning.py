@@ -353,7 +353,8 @@ def fine_tune(model, tokenizer, train_file, validation_file, output, *, columns=
                "metrics": _scores(trainer.evaluate(), metrics), "metrics_per_epoch": per_epoch,
                "train_rows": len(train_rows), "dev_rows": len(dev_rows), "epochs": args.num_train_epochs,
                "max_steps": args.max_steps, "learning_rate": args.learning_rate, "warmup_steps": args.warmup_steps,
-               "weight_decay": args.weight_decay, "threads": torch.get_num_threads(), "seed": seed}
+               "weight_decay": args.weight_decay, "sampling": args.train_sampling_strategy,
+               "threads": torch.get_num_threads(), "seed": seed}
     if test_rows is not None:
         results["test_metrics"] = _scores(trainer.evaluate(TextPairs(tokenizer, test_rows, test_labels, max_length)), metrics)
         results["test_rows"] = len(test_rows)
