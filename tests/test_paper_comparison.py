@@ -3,11 +3,18 @@
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 from helpers import GLUE, REPO
+from safetensors.torch import load_file
+from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+import eelbert.modeling
 from eelbert.typos import add_typos
+
+MODELING = Path(eelbert.modeling.__file__).parent  # modeling/, installed as eelbert.modeling
 
 
 
@@ -108,6 +115,26 @@ def test_a_miniature_comparison_writes_results_tables_curves_controls_and_plots(
     assert "| uno-eelbert-rolling (no pretraining) |" in table and "Learning curves" in table
     for plot in ("size_vs_glue.png", "glue_vs_tokens.png"):
         assert (results / plot).read_bytes()[:4] == b"\x89PNG"
+    # ship: the final checkpoint as a package model, float16 on disk, float32 once loaded, with its card
+    comparison.main(["--work", str(tmp_path / "work"), "--results", str(results), "--shipped", str(tmp_path / "shipped"),
+                     "--stage", "ship", "--models", "uno-eelbert-rolling", "--steps", "4", "--save-steps", "2"])
+    shipped = tmp_path / "shipped" / "uno-eelbert-rolling-pretrained"
+    assert {load_file(shipped / "model.safetensors")[n].dtype for n in load_file(shipped / "model.safetensors")} == {torch.float16}
+    for code in ("modeling_eelbert.py", "configuration_eelbert.py", "hashing_eelbert.py"):
+        assert (shipped / code).read_bytes() == (MODELING / code).read_bytes()
+    batch = AutoTokenizer.from_pretrained(shipped)(["the model reads a [MASK] line"], return_tensors="pt")
+    model = AutoModelForMaskedLM.from_pretrained(shipped, trust_remote_code=True).eval()
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    source = AutoModelForMaskedLM.from_pretrained(pretrained, trust_remote_code=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, source(**batch).logits, atol=5e-2, rtol=1e-2)
+    card = (shipped / "README.md").read_text()
+    assert "4 steps x batch 4 x 128 tokens" in card and f"perplexity {uno['pretraining']['perplexity']:.0f}" in card
+    assert f"GLUE average {uno['glue_average']:.1f}; the same grid from no pretraining: {scratch['glue_average']:.1f}" in card
+    assert "| sst2 | accuracy |" in card and 'pretrained_path("uno-eelbert-rolling-pretrained")' in card
+    with pytest.raises(SystemExit, match="uno-eelbert-buckets has not finished pretraining"):
+        comparison.main(["--work", str(tmp_path / "work"), "--shipped", str(tmp_path / "shipped"), "--stage", "ship",
+                         "--models", "uno-eelbert-buckets", "--steps", "4", "--save-steps", "2"])
 
 
 def test_curve_points_must_be_saved_checkpoints(comparison, tmp_path):

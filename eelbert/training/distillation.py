@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..artifacts import store_weights_in_float16
 from ..presets import BASELINE_OF, EELBERT_PRESETS, baseline_config, preset_config
 from .token_store import file_lines, text_files
 
@@ -268,17 +269,6 @@ class EmbeddingAndSimilarityLoss(torch.nn.Module):
         if self.similarity_weight:
             loss = loss + self.similarity_weight * (student @ student.T - target @ target.T).pow(2).mean()
         return loss
-
-
-def store_weights_in_float16(folder) -> None:
-    """Rewrite the transformer's model.safetensors in float16 (half the bytes); config.json keeps dtype float32, so
-    transformers loads the weights back as float32 and computes in float32 (the embeddings move by ~1e-4)."""
-    from safetensors.torch import load_file, save_file
-
-    path = Path(folder) / "model.safetensors"
-    tensors = load_file(path)
-    save_file({name: value.half() if value.is_floating_point() else value for name, value in tensors.items()}, path,
-              metadata={"format": "pt"})
 
 
 def distill(student, teacher, sentences, output, *, tokenizer=None, reduction: str = "pca", cache=None,
