@@ -44,13 +44,25 @@ def package_documentation(max_bytes: int = 3_000_000) -> list[str]:
     """English prose that every machine with eelbert installed has: paragraphs of the docstrings in the Python
     standard library and in transformers, torch, huggingface_hub and accelerate, read from their source files
     (nothing is imported). Code examples, parameter lists and other non-prose paragraphs are left out."""
-    roots = [(Path(sysconfig.get_paths()["stdlib"]), ("site-packages", "dist-packages", "test", "tests", "idlelib"))]
+    paragraphs, size = [], 0
+    for paragraph, _ in documentation_paragraphs():
+        paragraphs.append(paragraph)
+        size += len(paragraph) + 1
+        if size >= max_bytes:
+            break
+    return paragraphs
+
+
+def documentation_paragraphs():
+    """(paragraph, package) for package_documentation's paragraphs, each once, in its order: the package is
+    `python` for the standard library, else one of DOCUMENTED_PACKAGES (those installed)."""
+    roots = [("python", Path(sysconfig.get_paths()["stdlib"]), ("site-packages", "dist-packages", "test", "tests", "idlelib"))]
     for name in DOCUMENTED_PACKAGES:
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.submodule_search_locations:
-            roots.append((Path(next(iter(spec.submodule_search_locations))), ("tests", "test")))
-    paragraphs, seen, size = [], set(), 0
-    for root, skipped in roots:
+            roots.append((name, Path(next(iter(spec.submodule_search_locations))), ("tests", "test")))
+    seen = set()
+    for package, root, skipped in roots:
         for file in sorted(root.rglob("*.py")):
             if skipped and set(file.relative_to(root).parts[:-1]) & set(skipped):
                 continue
@@ -58,11 +70,7 @@ def package_documentation(max_bytes: int = 3_000_000) -> list[str]:
                 for paragraph in _prose(docstring):
                     if paragraph not in seen:
                         seen.add(paragraph)
-                        paragraphs.append(paragraph)
-                        size += len(paragraph) + 1
-                        if size >= max_bytes:
-                            return paragraphs
-    return paragraphs
+                        yield paragraph, package
 
 
 def _prose(docstring):
