@@ -1,8 +1,7 @@
-"""The `eelbert` command: pretrain, distill, new, size, convert, export, push, info."""
+"""The `eelbert` command: pretrain, demo, distill, new, size, convert, export, push, info."""
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 import traceback
@@ -62,24 +61,6 @@ def _tokenizer(name_or_path):
     return AutoTokenizer.from_pretrained(_local_or_hub(name_or_path, "tokenizer"))
 
 
-# Run in a fresh process where `import eelbert` fails: the saved folder alone must load (remote code).
-RELOAD_AND_FILL_MASK = """
-import sys
-sys.modules["eelbert"] = None
-from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
-from transformers.utils import logging
-logging.set_verbosity_error()
-logging.disable_progress_bar()
-folder, sentences = sys.argv[1], sys.argv[2:]
-model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-fill_mask = pipeline("fill-mask", model=model, tokenizer=tokenizer)
-print(f"reloaded {type(model).__name__} from {folder} in a fresh process (trust_remote_code=True, no eelbert package)")
-for sentence in sentences:
-    sentence = sentence.replace("[MASK]", tokenizer.mask_token)
-    guesses = ", ".join(f"{p['token_str']} ({p['score']:.2f})" for p in fill_mask(sentence, top_k=3))
-    print(f"  {sentence}  ->  {guesses}")
-"""
 FILL_MASK_EXAMPLES = [
     "Returns a [MASK] of tensors.",
     "The model is saved to the [MASK] directory.",
@@ -90,6 +71,7 @@ FILL_MASK_EXAMPLES = [
 def _pretrain(args):
     import hashlib
 
+    from .demo import fill_mask_without_eelbert
     from .size import format_size_table, size_report
     from .training import pretraining, token_store
 
@@ -122,14 +104,15 @@ def _pretrain(args):
     )
     print(f"saved to {args.output}: masked-token accuracy {metrics['eval_masked_accuracy']:.1%}, "
           f"perplexity {metrics['perplexity']:.1f} on held-out text; {time.time() - started:.0f} s so far", flush=True)
-    examples = args.examples or FILL_MASK_EXAMPLES
-    reload = subprocess.run([sys.executable, "-c", RELOAD_AND_FILL_MASK, str(args.output), *examples],
-                            capture_output=True, text=True)
-    if reload.returncode:
-        raise RuntimeError(f"reloading {args.output} in a fresh process failed: {reload.stderr.strip()[-2000:]}")
-    print(reload.stdout, end="")
+    print(fill_mask_without_eelbert(args.output, args.examples or FILL_MASK_EXAMPLES), end="")
     print(format_size_table(size_report([args.preset], tokenizer=tokenizer)))
     print(f"done in {time.time() - started:.0f} s. Your own text: eelbert pretrain --corpus FILES_OR_FOLDERS --output FOLDER")
+
+
+def _demo(args):
+    from .demo import run
+
+    run(args.model, per_package=args.per_package, seed=args.seed, num_train_epochs=args.epochs)
 
 
 def _distill(args):
@@ -279,6 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.add_argument("--examples", nargs="+", help="fill-mask sentences, with [MASK]")
     pretrain.set_defaults(run=_pretrain)
+
+    demo = command("demo", "what a pretrained EELBERT is good for: fine-tuned against from scratch on a task from "
+                   "installed documentation, its size, fill-mask without eelbert, a typo (offline, minutes)")
+    demo.add_argument("--model", default="uno-eelbert-pretrained",
+                      help="masked-LM EELBERT checkpoint folder, or the name of one installed with eelbert "
+                      "(default uno-eelbert-pretrained)")
+    demo.add_argument("--per-package", type=int, default=400, help="paragraphs of each package's documentation, "
+                      "a fifth of them held out (default 400)")
+    demo.add_argument("--epochs", type=float, default=3.0)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=_demo)
 
     distill = command("distill", "distill a sentence-transformers teacher's embeddings into an EELBERT (a "
                       "sentence-transformers folder)")

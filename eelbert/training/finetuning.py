@@ -231,10 +231,11 @@ def _loading(flag, name):
         raise InputError(f"{flag} {name}: not a folder, a preset {known} or a reachable Hub id ({first})") from None
 
 
-def classifier(name_or_path, tokenizer, labels):
+def classifier(name_or_path, tokenizer, labels, pretrained=True):
     """A sequence classifier over `labels` (None: a regressor): new from a preset or preset JSON (as run_mlm.py and
-    pretraining.build_model take them), else with its encoder loaded from a checkpoint folder or Hub id."""
-    from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
+    pretraining.build_model take them), else with its encoder loaded from a checkpoint folder or Hub id
+    (`pretrained` False: the checkpoint's architecture with new weights, the control that shows what pretraining buys)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, BertForSequenceClassification
 
     from ..modeling.modeling_eelbert import EelbertForSequenceClassification
 
@@ -254,9 +255,11 @@ def classifier(name_or_path, tokenizer, labels):
             setattr(config, key, value)
         return BertForSequenceClassification(config)
     with _loading("--model", name_or_path):
-        return AutoModelForSequenceClassification.from_pretrained(
-            _local_or_hub("--model", name_or_path, "model"), trust_remote_code=True, **head
-        )
+        source = _local_or_hub("--model", name_or_path, "model")
+        if not pretrained:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=True, **head)
+            return AutoModelForSequenceClassification.from_config(config, trust_remote_code=True)
+        return AutoModelForSequenceClassification.from_pretrained(source, trust_remote_code=True, **head)
 
 
 def checkpoint_labels(config) -> list[str] | None:
@@ -318,28 +321,39 @@ def fine_tune(model, tokenizer, train_file, validation_file, output, *, columns=
     `metrics` on the validation file after every epoch and at the end (and on `test_file`, if given). `labels`: the
     class labels in id order (default: label_list() of the training file); `regression`: float labels. Saves the model,
     its tokenizer and OUTPUT/results.json; returns the results. `training_arguments` override fine_tuning_arguments()."""
+    return fine_tune_examples(
+        model, tokenizer, read_examples(train_file, columns)[:max_train_samples], read_examples(validation_file, columns),
+        output, labels=labels, regression=regression, metrics=metrics,
+        test_rows=read_examples(test_file, columns) if test_file else None, max_length=max_length, seed=seed,
+        task=task or str(train_file), sources=(train_file, validation_file, test_file), **training_arguments,
+    )
+
+
+def fine_tune_examples(model, tokenizer, train_rows, dev_rows, output, *, labels=None, regression=False, metrics=None,
+                       test_rows=None, max_length=128, seed=0, task="examples",
+                       sources=("training examples", "validation examples", "test examples"), pretrained=True,
+                       **training_arguments) -> dict:
+    """fine_tune() on lists of `Example`s in memory; `sources` name the three lists in error messages. `pretrained`
+    False: a checkpoint's architecture from scratch (classifier())."""
     import torch
     from transformers import DataCollatorWithPadding, Trainer, set_seed
 
     import eelbert  # noqa: F401  (registers EELBERT with the Auto classes)
 
-    train_rows = read_examples(train_file, columns)[:max_train_samples]
-    dev_rows = read_examples(validation_file, columns)
     if regression:
         labels = None
     elif labels is None:
         labels = label_list(train_rows)
     metrics = tuple(metrics or (REGRESSION_METRICS if labels is None else CLASSIFICATION_METRICS))
-    train_labels, dev_labels = encode_labels(train_rows, train_file, labels), encode_labels(dev_rows, validation_file, labels)
-    test_rows = read_examples(test_file, columns) if test_file else None
-    test_labels = encode_labels(test_rows, test_file, labels) if test_file else None
+    train_labels, dev_labels = encode_labels(train_rows, sources[0], labels), encode_labels(dev_rows, sources[1], labels)
+    test_labels = encode_labels(test_rows, sources[2], labels) if test_rows is not None else None
 
     set_seed(seed)
     name = str(model) if isinstance(model, (str, Path)) else model.name_or_path
     if isinstance(tokenizer, (str, Path)) or tokenizer is None:
         tokenizer = load_tokenizer(model, tokenizer)
     if isinstance(model, (str, Path)):
-        model = classifier(model, tokenizer, labels)
+        model = classifier(model, tokenizer, labels, pretrained)
     args = fine_tuning_arguments(output, seed=seed, **training_arguments)
     trainer = Trainer(
         model=model, args=args, train_dataset=TextPairs(tokenizer, train_rows, train_labels, max_length),
@@ -349,7 +363,7 @@ def fine_tune(model, tokenizer, train_file, validation_file, output, *, columns=
     trainer.train()
     # The dev scores after every epoch (a grid over epochs from one run) and at the end.
     per_epoch = {round(log["epoch"], 2): _scores(log, metrics) for log in trainer.state.log_history if "eval_loss" in log}
-    results = {"task": task or str(train_file), "model": name, "labels": labels,
+    results = {"task": task, "model": name, "labels": labels,
                "metrics": _scores(trainer.evaluate(), metrics), "metrics_per_epoch": per_epoch,
                "train_rows": len(train_rows), "dev_rows": len(dev_rows), "epochs": args.num_train_epochs,
                "max_steps": args.max_steps, "learning_rate": args.learning_rate, "warmup_steps": args.warmup_steps,
