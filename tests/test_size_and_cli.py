@@ -59,7 +59,7 @@ def _imported(importtime_log: str) -> set[str]:
     return {line.rsplit("|", 1)[1].strip().split(".")[0] for line in importtime_log.splitlines() if line.startswith("import time:")}
 
 
-@pytest.mark.parametrize("command", [[], *([c] for c in ["pretrain", "distill", "new", "size", "convert", "export", "push", "info"])])
+@pytest.mark.parametrize("command", [[], *([c] for c in ["pretrain", "demo", "distill", "new", "size", "convert", "export", "push", "info"])])
 def test_help_imports_neither_torch_nor_transformers(command):
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "eelbert.cli", *command, "--help"],
                             capture_output=True, text=True, timeout=60)
@@ -71,7 +71,7 @@ def test_help_imports_neither_torch_nor_transformers(command):
 def test_the_console_script_help_imports_neither_torch_nor_transformers():
     script = Path(sys.executable).parent / "eelbert"
     result = subprocess.run([sys.executable, "-X", "importtime", str(script), "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and "{pretrain,distill,new,size,convert,export,push,info}" in result.stdout
+    assert result.returncode == 0 and "{pretrain,demo,distill,new,size,convert,export,push,info}" in result.stdout
     assert not _imported(result.stderr) & {"torch", "transformers"}
 
 
