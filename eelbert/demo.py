@@ -141,8 +141,8 @@ def fill_mask_without_eelbert(folder, sentences) -> str:
 
 def typo_report(folder, sentence, word, typo, other_word, other_sentence) -> dict:
     """Cosines of the model's mean-pooled embeddings of `sentence` with `word` and with `typo` (and with
-    `other_sentence`), of the hash embeddings (n-grams of the whole word) of `word` and `typo` (and `other_word`),
-    and the WordPiece pieces of both words."""
+    `other_sentence`); of the hash embeddings (n-grams of the whole word) of `word` and `typo` (and `other_word`),
+    and of `word`'s and the mean of `typo`'s WordPiece pieces' (what the tokenizer feeds the model); the pieces."""
     import torch
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -156,12 +156,14 @@ def typo_report(folder, sentence, word, typo, other_word, other_sentence) -> dic
     mask = batch["attention_mask"].unsqueeze(-1)
     sentences = (hidden * mask).sum(1) / mask.sum(1)
     words = hash_embed([word, typo, other_word], encoder.config)
+    pieces = hash_embed(tokenizer.tokenize(typo), encoder.config).mean(0, keepdim=True)
 
     def cosine(vectors, i, j):
         return torch.nn.functional.cosine_similarity(vectors[i], vectors[j], dim=0).item()
 
     return {"sentence_typo": cosine(sentences, 0, 1), "sentence_other": cosine(sentences, 0, 2),
             "word_typo": cosine(words, 0, 1), "word_other": cosine(words, 0, 2),
+            "pieces_typo": cosine(torch.cat([words, pieces]), 0, 3),
             "pieces": {w: tokenizer.tokenize(w) for w in (word, typo)}}
 
 
@@ -199,8 +201,9 @@ def run(model=DEFAULT_MODEL, per_package=400, seed=0, **fine_tuning):
     print(f"4. A typo ({TYPO['word']} -> {TYPO['typo']}): the mean-pooled embedding of \"{TYPO['sentence']}\" has cosine "
           f"{typo['sentence_typo']:.3f} with the typo'd sentence ({typo['sentence_other']:.3f} with \"{TYPO['other_sentence']}\").\n"
           f"   The hash embedding of the word {TYPO['typo']} (from its character n-grams) has cosine {typo['word_typo']:.3f} "
-          f"with that of {TYPO['word']} ({typo['word_other']:.3f} with {TYPO['other_word']}). WordPiece splits "
-          f"{TYPO['typo']} into {pieces[TYPO['typo']]} (and {TYPO['word']} into {pieces[TYPO['word']]}): a BERT looks "
-          "these pieces up in its word table, rows unrelated to the original word's; EELBERT computes each piece's "
-          "vector from its n-grams.", flush=True)
+          f"with that of {TYPO['word']} ({typo['word_other']:.3f} with {TYPO['other_word']}).\n"
+          f"   WordPiece splits {TYPO['typo']} into {pieces[TYPO['typo']]} ({TYPO['word']}: {pieces[TYPO['word']]}). A "
+          "BERT looks these pieces up in its word table, rows unrelated to the original word's; EELBERT computes each "
+          f"piece's vector from its n-grams, and their mean has cosine {typo['pieces_typo']:.3f} with {TYPO['word']}'s.",
+          flush=True)
     print(f"done in {elapsed()}. Pretrain on your own text: eelbert pretrain --corpus FILES_OR_FOLDERS --output FOLDER")
