@@ -151,7 +151,8 @@ def pretraining_options(name):
 
 
 def pretrain(args, names):
-    """Start every unfinished model's run_mlm.py at once (one thread each), wait, record the budget."""
+    """Start every unfinished model's run_mlm.py at once (one thread each); record each model's budget as soon as
+    its run ends (a run that ended while no parent waited for it, recorded without its wall clock)."""
     from transformers import AutoTokenizer
 
     from eelbert.training import token_store
@@ -171,35 +172,51 @@ def pretrain(args, names):
             "--validation-fraction", "0.01", "--eval-steps", str(min(args.curve_steps, default=args.steps)),
             "--save-steps", str(args.save_steps), "--seed", str(args.seed), *pretraining_options(name),
         ]
+        if (out / "eval_results.json").is_file() and trained_steps(out) >= args.steps:
+            record_budget(args, name, command, seconds=None, models_at_once=None)
+            continue
         if (out / "trainer_state.json").exists() or any(out.glob("checkpoint-*")):
             command.append("--resume")
         log = open(args.work / f"pretrain-{name}.log", "a")
         print(f"pretraining {name}: log in {log.name}", flush=True)
         running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=single_thread_env()), time.time(), command)
-    finished = {}
-    while len(finished) < len(running):  # poll, so that each run's own end time is recorded
-        for name, (process, _, _) in running.items():
-            if name not in finished and process.poll() is not None:
-                finished[name] = time.time()
+    models_at_once = len(running)
+    while running:  # poll, so that each run is recorded when it ends
+        for name, (process, started, command) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[name]
+            if process.returncode:
+                raise SystemExit(f"pretraining {name} failed: see {args.work / f'pretrain-{name}.log'}")
+            record_budget(args, name, command, round(time.time() - started, 1), models_at_once)
         time.sleep(1)
-    for name, (process, started, command) in running.items():
-        if process.returncode:
-            raise SystemExit(f"pretraining {name} failed: see {args.work / f'pretrain-{name}.log'}")
-        out, options = args.work / "pretrained" / name, pretraining_options(name)
-        evaluation = json.loads((out / "eval_results.json").read_text())
-        budget = {
-            "steps": args.steps, "batch_size": args.batch_size, "block_size": 128,
-            "tokens": args.steps * args.batch_size * 128, "seconds": round(finished[name] - started, 1),
-            "training_seconds": json.loads((out / "train_results.json").read_text())["train_runtime"],
-            "learning_rate": float(dict(zip(options[::2], options[1::2])).get("--learning-rate", args.pretrain_lr)),
-            "options": options, "seed": args.seed, "threads": 1, "models_at_once": len(running),
-            "masked_accuracy": evaluation["eval_masked_accuracy"], "perplexity": evaluation["perplexity"],
-            "perplexity_at_step": validation_perplexities(out), "command": " ".join(command),
-        }
-        (out / "budget.json").write_text(json.dumps(budget, indent=2))
-        for checkpoint in out.glob("checkpoint-*"):  # only the curve points are fine-tuned
-            if int(checkpoint.name.split("-")[1]) not in args.curve_steps:
-                shutil.rmtree(checkpoint)
+
+
+def trained_steps(out):
+    """The global step of a run's saved trainer state (0 before the first save)."""
+    state = out / "trainer_state.json"
+    return json.loads(state.read_text())["global_step"] if state.is_file() else 0
+
+
+def record_budget(args, name, command, seconds, models_at_once):
+    """budget.json of a finished run (its settings, time and held-out masked-LM scores); only the curve points'
+    checkpoints are kept."""
+    out, options = args.work / "pretrained" / name, pretraining_options(name)
+    evaluation = json.loads((out / "eval_results.json").read_text())
+    budget = {
+        "steps": args.steps, "batch_size": args.batch_size, "block_size": 128,
+        "tokens": args.steps * args.batch_size * 128, "seconds": seconds,
+        # the Trainer's runtime of the last invocation (a resumed run counts from where it resumed)
+        "training_seconds": json.loads((out / "train_results.json").read_text())["train_runtime"],
+        "learning_rate": float(dict(zip(options[::2], options[1::2])).get("--learning-rate", args.pretrain_lr)),
+        "options": options, "seed": args.seed, "threads": 1, "models_at_once": models_at_once,
+        "masked_accuracy": evaluation["eval_masked_accuracy"], "perplexity": evaluation["perplexity"],
+        "perplexity_at_step": validation_perplexities(out), "command": " ".join(command),
+    }
+    (out / "budget.json").write_text(json.dumps(budget, indent=2))
+    for checkpoint in out.glob("checkpoint-*"):  # only the curve points are fine-tuned
+        if int(checkpoint.name.split("-")[1]) not in args.curve_steps:
+            shutil.rmtree(checkpoint)
 
 
 def validation_perplexities(out):
