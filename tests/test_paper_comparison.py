@@ -115,6 +115,14 @@ def test_a_miniature_comparison_writes_results_tables_curves_controls_and_plots(
     assert "| uno-eelbert-rolling (no pretraining) |" in table and "Learning curves" in table
     for plot in ("size_vs_glue.png", "glue_vs_tokens.png"):
         assert (results / plot).read_bytes()[:4] == b"\x89PNG"
+    # a run that ended while no parent waited for it: recorded from its files, not run again
+    budget_file = pretrained / "budget.json"
+    budget = json.loads(budget_file.read_text())
+    budget_file.unlink()
+    comparison.main(["--work", str(tmp_path / "work"), "--corpus", str(corpus), "--steps", "4", "--save-steps", "2",
+                     "--batch-size", "4", "--models", "uno-eelbert-rolling", "--stage", "pretrain"])
+    recorded = json.loads(budget_file.read_text())
+    assert recorded == {**budget, "seconds": None, "models_at_once": None}
     # ship: the final checkpoint as a package model, float16 on disk, float32 once loaded, with its card
     comparison.main(["--work", str(tmp_path / "work"), "--results", str(results), "--shipped", str(tmp_path / "shipped"),
                      "--stage", "ship", "--models", "uno-eelbert-rolling", "--steps", "4", "--save-steps", "2"])
