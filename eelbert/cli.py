@@ -9,6 +9,7 @@ from pathlib import Path
 
 # Only the standard library and eelbert's light modules at the top: `eelbert --help` must not wait for torch and
 # transformers (seconds); each command imports what it needs.
+from .demo import DEFAULT_MODEL as DEMO_MODEL
 from .heads import CLASSIFICATION_HEADS, HEADS, source_literal
 
 EELBERT_PRESETS = source_literal("eelbert.presets", "EELBERT_PRESETS")  # eelbert.presets imports transformers
@@ -253,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pretrain.add_argument("--corpus", nargs="+", help="text files or folders of .txt files, one paragraph per line "
                           "(default: the docstrings of the standard library and of installed dependencies)")
-    pretrain.add_argument("--output", default="uno-eelbert-pretrained", help="folder to write")
+    pretrain.add_argument("--output", default="my-uno-eelbert", help="folder to write (default my-uno-eelbert)")
     pretrain.add_argument("--preset", choices=EELBERT_PRESETS, default="uno-eelbert")
     pretrain.add_argument("--tokenizer", help="use this tokenizer (folder or Hub id) instead of training one")
     pretrain.add_argument("--vocab-size", type=int, default=8000, help="of the trained tokenizer")
@@ -265,9 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = command("demo", "what a pretrained EELBERT is good for: fine-tuned against from scratch on a task from "
                    "installed documentation, its size, fill-mask without eelbert, a typo (offline, minutes)")
-    demo.add_argument("--model", default="uno-eelbert-pretrained",
-                      help="masked-LM EELBERT checkpoint folder, or the name of one installed with eelbert "
-                      "(default uno-eelbert-pretrained)")
+    demo.add_argument("--model", default=DEMO_MODEL,
+                      help=f"masked-LM EELBERT checkpoint folder, or the name of one installed with eelbert "
+                      f"(default {DEMO_MODEL})")
     demo.add_argument("--per-package", type=int, default=400, help="paragraphs of each package's documentation, "
                       "a fifth of them held out (default 400)")
     demo.add_argument("--epochs", type=float, default=3.0)

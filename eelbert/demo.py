@@ -42,7 +42,7 @@ for sentence in sentences:
     guesses = ", ".join(f"{p['token_str']} ({p['score']:.2f})" for p in fill_mask(sentence, top_k=3))
     print(f"  {sentence}  ->  {guesses}")
 """
-# Pairs in which only the context tells the words apart.
+# The first two: a pair in which only the context tells the words apart (run() checks them).
 CONTEXT_SENTENCES = [
     "The sun rises in the [MASK] and sets in the west.",
     "The sun rises in the east and sets in the [MASK].",
@@ -118,16 +118,21 @@ def fine_tune_against_scratch(folder, train, dev, output, seed=0, **settings) ->
 
 
 def size_against_bert_tiny(folder) -> dict:
-    """Parameters and model.safetensors bytes of the checkpoint and of BERT-tiny's masked LM with its vocabulary."""
+    """Parameters and model.safetensors bytes of the checkpoint and of BERT-tiny's masked LM with its vocabulary,
+    stored in the checkpoint's dtype (the shipped models keep float16 on disk), so that the bytes compare."""
+    from safetensors import safe_open
     from transformers import AutoModelForMaskedLM, BertForMaskedLM
 
     from .presets import baseline_config
     from .size import saved_size, weights_bytes
 
     model = AutoModelForMaskedLM.from_pretrained(folder)
-    bert_parameters, bert_bytes = saved_size(BertForMaskedLM(baseline_config("bert-tiny", model.config.vocab_size)))
+    with safe_open(Path(folder) / "model.safetensors", "pt") as weights:
+        dtype = weights.get_tensor(next(iter(weights.keys()))).dtype
+    bert = BertForMaskedLM(baseline_config("bert-tiny", model.config.vocab_size)).to(dtype)
+    bert_parameters, bert_bytes = saved_size(bert)
     return {"parameters": sum(p.numel() for p in model.parameters()), "bytes": weights_bytes(folder),
-            "bert_parameters": bert_parameters, "bert_bytes": bert_bytes}
+            "dtype": str(dtype).removeprefix("torch."), "bert_parameters": bert_parameters, "bert_bytes": bert_bytes}
 
 
 def fill_mask_without_eelbert(folder, sentences) -> str:
@@ -189,12 +194,18 @@ def run(model=DEFAULT_MODEL, per_package=400, seed=0, **fine_tuning):
           f"(chance {100 / len(packages):.0f}%); {elapsed()}", flush=True)
 
     size = size_against_bert_tiny(folder)
-    print(f"2. Size: model.safetensors {size['bytes']:,} bytes ({size['parameters']:,} parameters); BERT-tiny's masked LM "
-          f"with the same vocabulary: {size['bert_bytes']:,} bytes ({size['bert_parameters']:,} parameters), "
-          f"{size['bert_bytes'] / size['bytes']:.1f}x larger.", flush=True)
+    print(f"2. Size: model.safetensors {size['bytes']:,} bytes ({size['parameters']:,} parameters in {size['dtype']}); "
+          f"BERT-tiny's masked LM with the same vocabulary in {size['dtype']}: {size['bert_bytes']:,} bytes "
+          f"({size['bert_parameters']:,} parameters), {size['bert_bytes'] / size['bytes']:.1f}x larger.", flush=True)
 
     print("3. Fill-mask, where the context decides the word:", flush=True)
-    print("   " + fill_mask_without_eelbert(folder, CONTEXT_SENTENCES).rstrip().replace("\n", "\n   "), flush=True)
+    filled = fill_mask_without_eelbert(folder, CONTEXT_SENTENCES)
+    print("   " + filled.rstrip().replace("\n", "\n   "), flush=True)
+    first_guesses = [line.split("  ->  ")[1].split(" (")[0] for line in filled.splitlines() if "  ->  " in line]
+    if first_guesses[0] == first_guesses[1]:  # the east/west pair: say so rather than leave the reader to look
+        print(f"   The same first guess where the context asks for east and for west ({first_guesses[0]}): this model "
+              "predicts frequent words and has not yet learned to use the context (see the README's Quality section).",
+              flush=True)
 
     typo = typo_report(folder, **TYPO)
     pieces = typo["pieces"]

@@ -7,6 +7,7 @@ import torch
 
 import eelbert
 from eelbert import demo
+from eelbert.artifacts import store_weights_in_float16
 from eelbert.cli import main
 from eelbert.training import finetuning, pretraining
 
@@ -72,6 +73,12 @@ def test_the_size_is_the_checkpoints_file_against_bert_tinys(checkpoint, tokeniz
     (row,) = eelbert.size_report(["eelbert-tiny"], tokenizer=tokenizer, heads=("masked-lm",))
     assert (size["bert_bytes"], size["bert_parameters"]) == (row.baseline_file_bytes, row.baseline_parameters)
     assert size["parameters"] == sum(p.numel() for p in eelbert.EelbertForMaskedLM.from_pretrained(checkpoint).parameters())
+    assert size["dtype"] == "float32"
+    store_weights_in_float16(checkpoint)  # as the shipped models: BERT-tiny's bytes in float16 too
+    half = demo.size_against_bert_tiny(checkpoint)
+    assert half["dtype"] == "float16" and half["bytes"] == (checkpoint / "model.safetensors").stat().st_size
+    assert half["parameters"] == size["parameters"] and half["bert_parameters"] == size["bert_parameters"]
+    assert abs(half["bert_bytes"] - size["bert_bytes"] / 2) < 10_000  # the same tensors, half the bytes (+ header)
 
 
 def test_the_typo_numbers(checkpoint, tokenizer):
@@ -104,13 +111,22 @@ def test_eelbert_demo_prints_every_section_and_fills_masks_without_eelbert(check
     assert f"4. A typo ({demo.TYPO['word']} -> {demo.TYPO['typo']})" in out
 
 
-def test_without_the_shipped_checkpoint_the_demo_says_what_is_missing_and_how_to_pass_model(capsys):
-    assert demo.DEFAULT_MODEL not in eelbert.pretrained_models()  # ships later; then this test changes
-    assert main(["demo"]) == 1
+def test_by_default_the_demo_runs_on_the_masked_lm_installed_with_eelbert(capsys):
+    shipped = eelbert.pretrained_path(demo.DEFAULT_MODEL)
+    assert demo.checkpoint_folder(demo.DEFAULT_MODEL) == shipped
+    assert main(["demo", "--per-package", "20", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"Fine-tuning {shipped} and the same architecture from scratch" in out
+    assert f"2. Size: model.safetensors {(shipped / 'model.safetensors').stat().st_size:,} bytes" in out
+    assert f"reloaded EelbertForMaskedLM from {shipped} in a fresh process" in out
+
+
+def test_a_name_that_is_neither_a_folder_nor_installed_says_what_is_installed_and_how_to_pass_model(capsys):
+    assert main(["demo", "--model", "uno-eelbert-pretrainde"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "no checkpoint uno-eelbert-pretrained: not a folder, nor a model installed with eelbert" in err
-    assert "pass --model FOLDER" in err
+    assert "no checkpoint uno-eelbert-pretrainde: not a folder, nor a model installed with eelbert (installed: " in err
+    assert demo.DEFAULT_MODEL in err and "pass --model FOLDER" in err
 
 
 @pytest.mark.parametrize("bad", ["no-config", "encoder", "installed-encoder"])
@@ -124,3 +140,13 @@ def test_a_model_that_is_not_a_masked_lm_eelbert_is_a_clear_error(bad, small_con
     expected = "is not a checkpoint folder (no config.json)" if bad == "no-config" else (
         f"--model {model} is EelbertModel: the demo needs a masked-LM EELBERT checkpoint (EelbertForMaskedLM)")
     assert expected in err
+
+
+@pytest.mark.parametrize("guesses,said", [(("the", "the"), True), (("east", "west"), False)])
+def test_the_demo_says_when_the_east_west_pair_gets_the_same_first_guess(guesses, said, checkpoint, monkeypatch, capsys):
+    lines = [f"  {s}  ->  {g} (0.50), a (0.10)" for s, g in zip(demo.CONTEXT_SENTENCES, [*guesses, "tea", "queen"])]
+    monkeypatch.setattr(demo, "fill_mask_without_eelbert", lambda folder, sentences: "reloaded\n" + "\n".join(lines))
+    monkeypatch.setattr(demo, "fine_tune_against_scratch", lambda *a, **k: {"pretrained": 50.0, "from scratch": 40.0})
+    demo.run(str(checkpoint), per_package=10)
+    out = capsys.readouterr().out
+    assert ("The same first guess where the context asks for east and for west (the)" in out) == said
