@@ -1,20 +1,17 @@
 """Publishing to the Hugging Face Hub with a generated model card."""
 
-import functools
 import json
 import socket
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import transformers
+import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants
-from transformers import BertConfig
 
 from .artifacts import INT8_WEIGHTS, ONNX_GRAPH, ONNX_QUANTIZED_GRAPH, checkpoint_config
 from .modeling.configuration_eelbert import auto_class_name
-from .presets import BASELINE_OF, baseline_config
-from .size import bert_class_of, weights_bytes
+from .size import DTYPE_LABELS, bert_counterpart, stored_dtype, weights_bytes
 
 # What a Trainer checkpoint folder holds besides the model (the state to resume training: transformers.trainer's
 # OPTIMIZER_NAME, SCHEDULER_NAME, ... and its subfolders), and the card, which push_to_hub writes itself.
@@ -51,28 +48,6 @@ def check_hub_reachable(timeout: float = 5.0):
             f"cannot reach the Hub at {constants.ENDPOINT} ({error}): check the network connection, or set "
             "HF_ENDPOINT to a Hub you can reach (HF_HUB_OFFLINE=1 to use only downloaded files)"
         ) from None
-
-
-@functools.lru_cache(maxsize=4)
-def _bert_bytes(bert_class: str, bert_config: str) -> int:
-    return weights_bytes(getattr(transformers, bert_class)(BertConfig.from_dict(json.loads(bert_config))))
-
-
-def _bert_counterpart(config, architecture: str) -> tuple[str, str, int]:
-    """Name, class and fp32 weight bytes of the BERT with the same encoder, head and vocabulary size (as in the
-    size table: `eelbert size`)."""
-    if config.preset in BASELINE_OF:
-        name = BASELINE_OF[config.preset]
-        bert = baseline_config(name, vocab_size=config.vocab_size)
-    else:
-        name = "BERT with the same encoder"
-        bert = BertConfig(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
-                          num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
-                          intermediate_size=config.intermediate_size, max_position_embeddings=config.max_position_embeddings,
-                          type_vocab_size=config.type_vocab_size)
-    bert.num_labels = config.num_labels  # the classification heads' size
-    bert_class = bert_class_of(architecture).__name__
-    return name, bert_class, _bert_bytes(bert_class, bert.to_json_string())
 
 
 def _eval_results(results: dict) -> list[EvalResult]:
@@ -212,7 +187,9 @@ def model_card(folder, repo_id: str, revision: str | None = None, results: dict 
     weights = _weights_file(folder)
     architecture = (config.architectures or ["EelbertModel"])[0]
     auto_class = auto_class_name(config)
-    bert_name, bert_class, bert_bytes = _bert_counterpart(config, architecture)
+    # BERT's bytes in the dtype this checkpoint stores, so that the two rows compare (int8 and ONNX: against fp32)
+    dtype = stored_dtype(folder) if weights == "model.safetensors" else torch.float32
+    bert_name, bert_class, _, bert_bytes = bert_counterpart(config, architecture, dtype)
     # A graph on input_ids in the transformers.js layout (config.json a BERT config) is a transformers.js model.
     graph_input = _graph_input(folder) if weights == ONNX_GRAPH else None
     in_graph = graph_input == "input_ids"
@@ -246,10 +223,11 @@ def model_card(folder, repo_id: str, revision: str | None = None, results: dict 
         "",
         "| model | weights file | bytes |",
         "| --- | --- | ---: |",
-        f"| this checkpoint ({architecture}) | {weights} | {weights_bytes(folder):,} |",
+        f"| this checkpoint ({architecture}{', ' + DTYPE_LABELS[dtype] if weights == 'model.safetensors' else ''}) | {weights} | "
+        f"{weights_bytes(folder):,} |",
         *([f"| this checkpoint, int8 weights | {ONNX_QUANTIZED_GRAPH} | {(folder / ONNX_QUANTIZED_GRAPH).stat().st_size:,} |"]
           if (folder / ONNX_QUANTIZED_GRAPH).is_file() else []),
-        f"| {bert_name} ({bert_class}, fp32) | model.safetensors | {bert_bytes:,} |",
+        f"| {bert_name} ({bert_class}, {DTYPE_LABELS[dtype]}) | model.safetensors | {bert_bytes:,} |",
         "",
         f"Encoder: {config.num_hidden_layers} layer(s), hidden size {config.hidden_size}, {config.num_attention_heads} heads, "
         f"FFN {config.intermediate_size}; hash embedding of size {config.embedding_size} from character n-grams of orders "

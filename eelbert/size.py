@@ -3,6 +3,8 @@
 `weights_bytes` is the one count of a checkpoint's bytes: the size table, the model card and the command line
 all use it."""
 
+import functools
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,43 @@ class SizeRow:
     def ratio(self) -> float:
         """EELBERT bytes / BERT bytes."""
         return self.file_bytes / self.baseline_file_bytes
+
+
+DTYPE_LABELS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def stored_dtype(folder) -> torch.dtype:
+    """The floating-point dtype a checkpoint's model.safetensors stores its weights in (the shipped models: float16
+    on disk, float32 once loaded)."""
+    from safetensors import safe_open
+
+    with safe_open(Path(folder) / "model.safetensors", "pt") as weights:
+        dtypes = {weights.get_slice(name).get_dtype() for name in weights.keys()}
+    floating = {_SAFETENSORS_DTYPES[d] for d in dtypes if d in _SAFETENSORS_DTYPES}
+    return floating.pop() if len(floating) == 1 else torch.float32
+
+
+@functools.lru_cache(maxsize=8)
+def _bert_size(bert_class: str, bert_config: str, dtype: torch.dtype) -> tuple[int, int]:
+    return saved_size(getattr(transformers, bert_class)(transformers.BertConfig.from_dict(json.loads(bert_config))).to(dtype))
+
+
+def bert_counterpart(config, architecture: str, dtype=torch.float32) -> tuple[str, str, int, int]:
+    """Name, class, parameters and weight bytes (stored in `dtype`) of the BERT with the same encoder, head and
+    vocabulary size as an EELBERT config: its preset's baseline (as in the size table), else a BERT of its shape."""
+    if config.preset in BASELINE_OF:
+        name = BASELINE_OF[config.preset]
+        bert = baseline_config(name, vocab_size=config.vocab_size)
+    else:
+        name = "BERT with the same encoder"
+        bert = transformers.BertConfig(
+            vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
+            num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
+            max_position_embeddings=config.max_position_embeddings, type_vocab_size=config.type_vocab_size)
+    bert.num_labels = config.num_labels  # the classification heads' size
+    bert_class = bert_class_of(architecture).__name__
+    return (name, bert_class, *_bert_size(bert_class, bert.to_json_string(), dtype))
 
 
 def saved_size(model: torch.nn.Module) -> tuple[int, int]:

@@ -110,6 +110,24 @@ except OSError as error:
     assert hub.requests == []
 
 
+def test_a_float16_stored_card_compares_with_bert_in_float16_and_a_card_without_scores_has_no_model_index(
+        uno_config, tokenizer, tmp_path):
+    from eelbert.artifacts import store_weights_in_float16
+    from eelbert.hub import model_card
+
+    _save_mlm(uno_config, tokenizer, tmp_path)
+    full = model_card(tmp_path, "user/uno", results=RESULTS)
+    store_weights_in_float16(tmp_path)
+    card = model_card(tmp_path, "user/uno", results={**RESULTS, "results": []})
+    fp32 = int(full.split("| bert-tiny (BertForMaskedLM, fp32) | model.safetensors | ")[1].split(" |")[0].replace(",", ""))
+    fp16 = int(card.split("| bert-tiny (BertForMaskedLM, fp16) | model.safetensors | ")[1].split(" |")[0].replace(",", ""))
+    assert abs(fp16 - fp32 / 2) < 10_000  # the same tensors in half the bytes
+    assert "| this checkpoint (EelbertForMaskedLM, fp16) | model.safetensors |" in card
+    assert "Pretrained briefly for a test." in card
+    front = yaml.safe_load(card.split("---")[1])
+    assert "model-index" not in front and "datasets" not in front and "## Evaluation" not in card
+
+
 @pytest.mark.parametrize("dtype,limit", [(torch.float16, 600_000), (torch.bfloat16, 600_000)])
 def test_half_precision_checkpoints(uno_config, tokenizer, tmp_path, dtype, limit):
     torch.manual_seed(0)

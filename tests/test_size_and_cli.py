@@ -123,7 +123,7 @@ def test_the_model_card_and_the_size_table_count_bytes_alike(uno_config, tokeniz
     eelbert.EelbertForMaskedLM(uno_config).save_pretrained(tmp_path)
     (row,) = eelbert.size_report(["uno-eelbert"], tokenizer=tokenizer, heads=("masked-lm",))
     card = model_card(tmp_path, "user/uno")
-    assert f"| this checkpoint (EelbertForMaskedLM) | model.safetensors | {row.file_bytes:,} |" in card
+    assert f"| this checkpoint (EelbertForMaskedLM, fp32) | model.safetensors | {row.file_bytes:,} |" in card
     assert f"| bert-tiny (BertForMaskedLM, fp32) | model.safetensors | {row.baseline_file_bytes:,} |" in card
 
 
