@@ -25,7 +25,9 @@ def _local_or_hub(name_or_path: str, what: str) -> str:
 
     if Path(name_or_path).is_dir():
         return name_or_path
-    if (shipped := _pretrained_or(name_or_path)) != name_or_path:
+    from .presets import local_or_installed
+
+    if (shipped := local_or_installed(name_or_path)) != name_or_path:
         return shipped
     try:
         validate_repo_id(name_or_path)
@@ -43,16 +45,6 @@ def _local_or_hub(name_or_path: str, what: str) -> str:
         check_hub_reachable()
     except ConnectionError as error:
         raise ConnectionError(f"{name_or_path} is not a {what} folder, and as a Hub id: {error}") from None
-    return name_or_path
-
-
-def _pretrained_or(name_or_path: str) -> str:
-    """The folder of a model installed with the package (eelbert.pretrained) if `name_or_path` names one and is
-    not a folder here, else `name_or_path`."""
-    from .presets import pretrained_models, pretrained_path
-
-    if name_or_path in pretrained_models() and not Path(name_or_path).is_dir():
-        return str(pretrained_path(name_or_path))
     return name_or_path
 
 
@@ -117,11 +109,12 @@ def _demo(args):
 
 
 def _distill(args):
+    from .presets import local_or_installed
     from .training import distillation
 
     started = time.time()
     teacher = _local_or_hub(args.teacher, "teacher")
-    args.preset = _pretrained_or(args.preset)
+    args.preset = local_or_installed(args.preset)
     distillation.is_new_student(args.preset)  # an unknown student fails before the corpus is read
     sentences = distillation.corpus_sentences(args.corpus, limit=args.sentences, seed=args.seed,
                                               sentence_per_line=args.sentence_per_line)
@@ -351,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if getattr(args, "checkpoint", None):  # a model installed with the package, by name
-        args.checkpoint = _pretrained_or(args.checkpoint)
+        from .presets import local_or_installed
+
+        args.checkpoint = local_or_installed(args.checkpoint)
     debug = getattr(args, "debug", False)
     from transformers.utils import logging
 

@@ -2,7 +2,7 @@
 
 1. Fine-tuned with the Trainer on a task built from text every machine has (which package's documentation a
    paragraph comes from), against the same architecture trained from scratch with the same settings.
-2. Its size against BERT-tiny's with the same vocabulary.
+2. Its size against its preset's BERT (BERT-tiny for UNO-EELBERT) with the same vocabulary, in the same dtype.
 3. Fill-mask in a fresh process without eelbert (the checkpoint's own remote code), on sentences where the
    context decides the word.
 4. A typo: the sentence embedding with and without it, and the typo'd word's n-gram embedding against the
@@ -57,13 +57,10 @@ TYPO = dict(sentence="the function returns a list of tensors", word="returns", t
 def checkpoint_folder(name_or_path) -> Path:
     """The folder of a masked-LM EELBERT checkpoint: a folder, or the name of a model installed with eelbert."""
     from .artifacts import checkpoint_config
-    from .presets import pretrained_models, pretrained_path
+    from .presets import local_or_installed, pretrained_models
 
-    if Path(name_or_path).is_dir():
-        folder = Path(name_or_path)
-    elif name_or_path in pretrained_models():
-        folder = pretrained_path(name_or_path)
-    else:
+    folder = Path(local_or_installed(str(name_or_path)))
+    if not folder.is_dir():
         raise FileNotFoundError(
             f"no checkpoint {name_or_path}: not a folder, nor a model installed with eelbert (installed: "
             f"{', '.join(pretrained_models()) or 'none'}); pass --model FOLDER, a masked-LM EELBERT checkpoint such as "
@@ -82,6 +79,10 @@ def documentation_task(per_package=400, dev_fraction=0.2, seed=0):
     from .training.finetuning import Example
     from .training.pretraining import documentation_paragraphs
 
+    held_out = round(dev_fraction * per_package)
+    if not 0 < held_out < per_package:
+        raise ValueError(f"{per_package} paragraphs per package, {dev_fraction:g} of them held out, leave no dev or no "
+                         "training paragraphs: take more (the default is 400)")
     by_package = defaultdict(list)
     for paragraph, package in documentation_paragraphs():
         by_package[package].append(paragraph)
@@ -91,7 +92,6 @@ def documentation_task(per_package=400, dev_fraction=0.2, seed=0):
         if len(paragraphs) < per_package:
             raise ValueError(f"{package}'s documentation has {len(paragraphs)} paragraphs, fewer than {per_package}")
         drawn = [Example((text,), package, i) for i, text in enumerate(rng.sample(paragraphs, per_package))]
-        held_out = round(dev_fraction * per_package)
         dev += drawn[:held_out]
         train += drawn[held_out:]
     rng.shuffle(train)
@@ -117,22 +117,20 @@ def fine_tune_against_scratch(folder, train, dev, output, seed=0, **settings) ->
     return accuracy
 
 
-def size_against_bert_tiny(folder) -> dict:
-    """Parameters and model.safetensors bytes of the checkpoint and of BERT-tiny's masked LM with its vocabulary,
-    stored in the checkpoint's dtype (the shipped models keep float16 on disk), so that the bytes compare."""
-    from safetensors import safe_open
-    from transformers import AutoModelForMaskedLM, BertForMaskedLM
+def size_against_bert(folder) -> dict:
+    """Parameters and model.safetensors bytes of the checkpoint and of its preset's BERT baseline (BERT-tiny for
+    UNO-EELBERT) with the same vocabulary, stored in the checkpoint's dtype (the shipped models keep float16 on
+    disk), so that the bytes compare."""
+    from transformers import AutoModelForMaskedLM
 
-    from .presets import baseline_config
-    from .size import saved_size, weights_bytes
+    from .artifacts import checkpoint_config
+    from .size import DTYPE_LABELS, bert_counterpart, stored_dtype, weights_bytes
 
-    model = AutoModelForMaskedLM.from_pretrained(folder)
-    with safe_open(Path(folder) / "model.safetensors", "pt") as weights:
-        dtype = weights.get_tensor(next(iter(weights.keys()))).dtype
-    bert = BertForMaskedLM(baseline_config("bert-tiny", model.config.vocab_size)).to(dtype)
-    bert_parameters, bert_bytes = saved_size(bert)
-    return {"parameters": sum(p.numel() for p in model.parameters()), "bytes": weights_bytes(folder),
-            "dtype": str(dtype).removeprefix("torch."), "bert_parameters": bert_parameters, "bert_bytes": bert_bytes}
+    config, dtype = checkpoint_config(folder), stored_dtype(folder)
+    bert_name, _, bert_parameters, bert_bytes = bert_counterpart(config, "EelbertForMaskedLM", dtype)
+    parameters = sum(p.numel() for p in AutoModelForMaskedLM.from_pretrained(folder).parameters())
+    return {"parameters": parameters, "bytes": weights_bytes(folder), "dtype": DTYPE_LABELS[dtype],
+            "bert": bert_name, "bert_parameters": bert_parameters, "bert_bytes": bert_bytes}
 
 
 def fill_mask_without_eelbert(folder, sentences) -> str:
@@ -193,16 +191,16 @@ def run(model=DEFAULT_MODEL, per_package=400, seed=0, **fine_tuning):
     print(f"   dev accuracy: pretrained {accuracy['pretrained']:.1f}%, from scratch {accuracy['from scratch']:.1f}% "
           f"(chance {100 / len(packages):.0f}%); {elapsed()}", flush=True)
 
-    size = size_against_bert_tiny(folder)
+    size = size_against_bert(folder)
     print(f"2. Size: model.safetensors {size['bytes']:,} bytes ({size['parameters']:,} parameters in {size['dtype']}); "
-          f"BERT-tiny's masked LM with the same vocabulary in {size['dtype']}: {size['bert_bytes']:,} bytes "
+          f"{size['bert']}'s masked LM with the same vocabulary in {size['dtype']}: {size['bert_bytes']:,} bytes "
           f"({size['bert_parameters']:,} parameters), {size['bert_bytes'] / size['bytes']:.1f}x larger.", flush=True)
 
     print("3. Fill-mask, where the context decides the word:", flush=True)
     filled = fill_mask_without_eelbert(folder, CONTEXT_SENTENCES)
     print("   " + filled.rstrip().replace("\n", "\n   "), flush=True)
     first_guesses = [line.split("  ->  ")[1].split(" (")[0] for line in filled.splitlines() if "  ->  " in line]
-    if first_guesses[0] == first_guesses[1]:  # the east/west pair: say so rather than leave the reader to look
+    if first_guesses[:1] * 2 == first_guesses[:2]:  # the east/west pair: say so rather than leave the reader to look
         print(f"   The same first guess where the context asks for east and for west ({first_guesses[0]}): this model "
               "predicts frequent words and has not yet learned to use the context (see the README's Quality section).",
               flush=True)

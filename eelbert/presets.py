@@ -69,3 +69,11 @@ def pretrained_path(name: str) -> Path:
     if name not in pretrained_models():
         raise ValueError(f"no pretrained model {name!r}: installed are {pretrained_models()}")
     return PRETRAINED_DIR / name
+
+
+def local_or_installed(name_or_path: str) -> str:
+    """The folder of a model installed with the package if `name_or_path` names one and is not a folder here (a
+    local folder wins, as from_pretrained would take it), else `name_or_path` unchanged."""
+    if name_or_path in pretrained_models() and not Path(name_or_path).is_dir():
+        return str(pretrained_path(name_or_path))
+    return name_or_path

@@ -40,6 +40,9 @@ def test_the_documentation_task_is_balanced_seeded_and_split_without_overlap():
     assert demo.documentation_task(per_package=50, seed=1)[1] != dev
     with pytest.raises(ValueError, match="paragraphs, fewer than 1000000"):
         demo.documentation_task(per_package=1_000_000)
+    for too_few in (0, 2):
+        with pytest.raises(ValueError, match=f"^{too_few} paragraphs per package, 0.2 of them held out, leave no dev"):
+            demo.documentation_task(per_package=too_few)
 
 
 def test_the_from_scratch_control_is_the_checkpoints_architecture_with_new_weights(checkpoint, tokenizer):
@@ -64,19 +67,27 @@ def test_fine_tuning_reports_the_dev_accuracy_of_both_models(checkpoint, tmp_pat
         results = finetuning.json.loads((tmp_path / "runs" / name / "results.json").read_text())
         assert results["metrics"]["accuracy"] == accuracy[name] and results["dev_rows"] == len(dev) == 25
         assert results["epochs"] == 1 and results["learning_rate"] == demo.FINE_TUNING["learning_rate"]
+        assert results["pretrained"] == (name == "pretrained")
         assert 0 <= accuracy[name] <= 100
 
 
-def test_the_size_is_the_checkpoints_file_against_bert_tinys(checkpoint, tokenizer):
-    size = demo.size_against_bert_tiny(checkpoint)
+def test_from_scratch_needs_a_checkpoint_name_or_folder_not_a_model_object(checkpoint, tokenizer, tmp_path):
+    train, dev = demo.documentation_task(per_package=10, dev_fraction=0.5, seed=0)
+    model = finetuning.classifier(str(checkpoint), tokenizer, sorted({e.label for e in train}))
+    with pytest.raises(finetuning.InputError, match="pretrained=False builds a new model from a checkpoint's name"):
+        finetuning.fine_tune_examples(model, tokenizer, train, dev, tmp_path, pretrained=False)
+
+
+def test_the_size_is_the_checkpoints_file_against_its_presets_bert_in_the_same_dtype(checkpoint, tokenizer):
+    size = demo.size_against_bert(checkpoint)
     assert size["bytes"] == (checkpoint / "model.safetensors").stat().st_size
     (row,) = eelbert.size_report(["eelbert-tiny"], tokenizer=tokenizer, heads=("masked-lm",))
     assert (size["bert_bytes"], size["bert_parameters"]) == (row.baseline_file_bytes, row.baseline_parameters)
     assert size["parameters"] == sum(p.numel() for p in eelbert.EelbertForMaskedLM.from_pretrained(checkpoint).parameters())
-    assert size["dtype"] == "float32"
+    assert size["dtype"] == "fp32" and size["bert"] == "bert-tiny"  # eelbert-tiny's baseline
     store_weights_in_float16(checkpoint)  # as the shipped models: BERT-tiny's bytes in float16 too
-    half = demo.size_against_bert_tiny(checkpoint)
-    assert half["dtype"] == "float16" and half["bytes"] == (checkpoint / "model.safetensors").stat().st_size
+    half = demo.size_against_bert(checkpoint)
+    assert half["dtype"] == "fp16" and half["bytes"] == (checkpoint / "model.safetensors").stat().st_size
     assert half["parameters"] == size["parameters"] and half["bert_parameters"] == size["bert_parameters"]
     assert abs(half["bert_bytes"] - size["bert_bytes"] / 2) < 10_000  # the same tensors, half the bytes (+ header)
 
@@ -111,7 +122,8 @@ def test_eelbert_demo_prints_every_section_and_fills_masks_without_eelbert(check
     assert f"4. A typo ({demo.TYPO['word']} -> {demo.TYPO['typo']})" in out
 
 
-def test_by_default_the_demo_runs_on_the_masked_lm_installed_with_eelbert(capsys):
+def test_by_default_the_demo_runs_on_the_masked_lm_installed_with_eelbert(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # a folder of the same name here would be taken first
     shipped = eelbert.pretrained_path(demo.DEFAULT_MODEL)
     assert demo.checkpoint_folder(demo.DEFAULT_MODEL) == shipped
     assert main(["demo", "--per-package", "20", "--epochs", "1"]) == 0

@@ -350,6 +350,8 @@ def fine_tune_examples(model, tokenizer, train_rows, dev_rows, output, *, labels
 
     set_seed(seed)
     name = str(model) if isinstance(model, (str, Path)) else model.name_or_path
+    if not pretrained and not isinstance(model, (str, Path)):
+        raise InputError("pretrained=False builds a new model from a checkpoint's name or folder, not from a model object")
     if isinstance(tokenizer, (str, Path)) or tokenizer is None:
         tokenizer = load_tokenizer(model, tokenizer)
     if isinstance(model, (str, Path)):
@@ -363,7 +365,7 @@ def fine_tune_examples(model, tokenizer, train_rows, dev_rows, output, *, labels
     trainer.train()
     # The dev scores after every epoch (a grid over epochs from one run) and at the end.
     per_epoch = {round(log["epoch"], 2): _scores(log, metrics) for log in trainer.state.log_history if "eval_loss" in log}
-    results = {"task": task, "model": name, "labels": labels,
+    results = {"task": task, "model": name, "pretrained": pretrained, "labels": labels,
                "metrics": _scores(trainer.evaluate(), metrics), "metrics_per_epoch": per_epoch,
                "train_rows": len(train_rows), "dev_rows": len(dev_rows), "epochs": args.num_train_epochs,
                "max_steps": args.max_steps, "learning_rate": args.learning_rate, "warmup_steps": args.warmup_steps,
