@@ -20,7 +20,7 @@ from sentence_transformers import SentenceTransformer  # noqa: E402
 
 SENTENCE_MODEL = "uno-eelbert-sentence"
 # The final masked LMs of benchmarks/paper_comparison.py (--stage ship).
-MASKED_LMS = ["uno-eelbert-pretrained"]
+MASKED_LMS = ["uno-eelbert-pretrained", "eelbert-tiny-pretrained"]
 FILL_MASK_SENTENCE = "The sun rises in the [MASK] and sets in the west."
 MODELING = Path(eelbert.modeling.__file__).parent  # modeling/, installed as eelbert.modeling
 
