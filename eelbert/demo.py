@@ -2,7 +2,7 @@
 
 1. Fine-tuned with the Trainer on a task built from text every machine has (which package's documentation a
    paragraph comes from), against the same architecture trained from scratch with the same settings.
-2. Its size against its preset's BERT (BERT-tiny for UNO-EELBERT) with the same vocabulary, in the same dtype.
+2. Its size against its preset's BERT (BERT-tiny for the shipped models) with the same vocabulary, in the same dtype.
 3. Fill-mask in a fresh process without eelbert (the checkpoint's own remote code), on sentences where the
    context decides the word.
 4. A typo: the sentence embedding with and without it, and the typo'd word's n-gram embedding against the
@@ -19,7 +19,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-DEFAULT_MODEL = "uno-eelbert-pretrained"
+# The shipped masked LM whose pretraining shows in fine-tuning: eelbert-tiny-pretrained beat its from-scratch
+# control on this task by 5.5-12.3 points over data seeds 0-3 (UNO-EELBERT by 1: it is still on the unigram plateau).
+DEFAULT_MODEL = "eelbert-tiny-pretrained"
 # The same settings for the pretrained model and the one from scratch (the grid's largest learning rate: a
 # one-layer model from a few hundred steps).
 FINE_TUNING = dict(num_train_epochs=3, learning_rate=1e-3, per_device_train_batch_size=32, max_length=128)
@@ -170,8 +172,8 @@ def typo_report(folder, sentence, word, typo, other_word, other_sentence) -> dic
             "pieces": {w: tokenizer.tokenize(w) for w in (word, typo)}}
 
 
-def run(model=DEFAULT_MODEL, per_package=400, seed=0, **fine_tuning):
-    """The demo, printed section by section."""
+def run(model=DEFAULT_MODEL, per_package=400, seed=0, **fine_tuning) -> dict:
+    """The demo, printed section by section; returns what it measured (accuracy, size, first_guesses, typo)."""
     started = time.time()
     folder = checkpoint_folder(model)
 
@@ -216,3 +218,4 @@ def run(model=DEFAULT_MODEL, per_package=400, seed=0, **fine_tuning):
           f"piece's vector from its n-grams, and their mean has cosine {typo['pieces_typo']:.3f} with {TYPO['word']}'s.",
           flush=True)
     print(f"done in {elapsed()}. Pretrain on your own text: eelbert pretrain --corpus FILES_OR_FOLDERS --output FOLDER")
+    return {"accuracy": accuracy, "size": size, "first_guesses": first_guesses, "typo": typo}
