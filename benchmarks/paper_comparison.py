@@ -466,11 +466,15 @@ def markdown_tables(results):
               "| model | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 1)]
     for name, r in results.items():
         lines.append(f"| {name} | " + " | ".join(ratio(r["tasks"][t]["score"], base and base["tasks"][t]["score"]) for t in tasks) + " |")
+    # One column per budget that any model has scored (a model whose point is still running shows "-").
+    budgets = sorted({p["tokens"] for r in results.values() for p in r["learning_curve"]})
     lines += ["", "Learning curves (GLUE average; held-out masked-LM perplexity in brackets):", "",
-              "| model | " + " | ".join(f"{p['tokens'] / 1e6:.1f}M tokens" for p in next(iter(results.values()))["learning_curve"]) + " |",
-              "|" + "---|" * (1 + len(next(iter(results.values()))["learning_curve"]))]
+              "| model | " + " | ".join(f"{tokens / 1e6:.1f}M tokens" for tokens in budgets) + " |",
+              "|" + "---|" * (1 + len(budgets))]
     for name, r in results.items():
-        cells = [f"{p['glue_average']:.1f}" + (f" ({p['perplexity']:.0f})" if p["perplexity"] else "") for p in r["learning_curve"]]
+        points = {p["tokens"]: p for p in r["learning_curve"]}
+        cells = [f"{points[t]['glue_average']:.1f}" + (f" ({points[t]['perplexity']:.0f})" if points[t]["perplexity"] else "")
+                 if t in points else "-" for t in budgets]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -194,6 +194,18 @@ def test_only_learning_rates_finished_by_every_model_are_compared(comparison, tm
         comparison.finished_learning_rates(args, ["a", "b"], "cola")
 
 
+def test_the_curve_table_has_a_column_per_budget_any_model_has_scored(comparison):
+    def result(curve):
+        return {"tasks": {"rte": {"score": 50.0}}, "glue_average": 50.0, "from_scratch": None, "typos": None,
+                "model_safetensors_bytes": 1000, "learning_curve": [{"tokens": t, "glue_average": g, "perplexity": p} for t, g, p in curve]}
+
+    results = {"bert-tiny": result([(41e6, 48.3, 430)]),  # its 10M point still running
+               "uno-eelbert": result([(10e6, 45.3, 681), (41e6, 46.6, 638)])}
+    table = comparison.markdown_tables(results).split("Learning curves")[1].splitlines()
+    assert table[2:] == ["| model | 10.0M tokens | 41.0M tokens |", "|---|---|---|",
+                         "| bert-tiny | - | 48.3 (430) |", "| uno-eelbert | 45.3 (681) | 46.6 (638) |"]
+
+
 def test_the_default_run_covers_every_task_in_the_shared_glue_folder(comparison):
     from eelbert.training.finetuning import TASKS
 
