@@ -9,7 +9,7 @@ from pathlib import Path
 
 # Only the standard library and eelbert's light modules at the top: `eelbert --help` must not wait for torch and
 # transformers (seconds); each command imports what it needs.
-from .demo import DEFAULT_MODEL as DEMO_MODEL
+from .demo import DEFAULT_MODEL as DEMO_MODEL, FINE_TUNING as DEMO_FINE_TUNING, PER_PACKAGE as DEMO_PER_PACKAGE
 from .heads import CLASSIFICATION_HEADS, HEADS, source_literal
 
 EELBERT_PRESETS = source_literal("eelbert.presets", "EELBERT_PRESETS")  # eelbert.presets imports transformers
@@ -262,9 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=DEMO_MODEL,
                       help=f"masked-LM EELBERT checkpoint folder, or the name of one installed with eelbert "
                       f"(default {DEMO_MODEL})")
-    demo.add_argument("--per-package", type=int, default=400, help="paragraphs of each package's documentation, "
-                      "a fifth of them held out (default 400)")
-    demo.add_argument("--epochs", type=float, default=3.0)
+    demo.add_argument("--per-package", type=int, default=DEMO_PER_PACKAGE, help="paragraphs of each package's "
+                      f"documentation, a fifth of them held out (default {DEMO_PER_PACKAGE})")
+    demo.add_argument("--epochs", type=float, default=DEMO_FINE_TUNING["num_train_epochs"])
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
 
