@@ -130,11 +130,12 @@ def test_the_default_demo_model_beats_its_from_scratch_control(capsys, monkeypat
     measured, run = {}, demo.run
     monkeypatch.setattr(demo, "run", lambda *a, **k: measured.update(run(*a, **k)))
     # `eelbert demo` as the README runs it: its own settings (400 paragraphs per package, 3 epochs), what pretraining
-    # buys on a small task. The README's main job has the margins measured over seeds; 2 points leaves room for the
-    # paragraphs that differ with the installed packages' versions and still fails if pretraining stopped helping.
+    # buys on a small task. The README's main job has the leads measured over seeds and transformers versions (3.5 to
+    # 12.25 points; the paragraphs differ with the installed packages' versions): more than 1 point leaves room for
+    # that and still fails where pretraining stopped helping (UNO-EELBERT's lead here: 1.0).
     assert main(["demo"]) == 0
     accuracy = measured["accuracy"]
-    assert accuracy["pretrained"] > accuracy["from scratch"] + 2, accuracy
+    assert accuracy["pretrained"] > accuracy["from scratch"] + 1, accuracy
     out = capsys.readouterr().out
     assert f"Fine-tuning {shipped} and the same architecture from scratch" in out
     assert f"dev accuracy: pretrained {accuracy['pretrained']:.1f}%, from scratch {accuracy['from scratch']:.1f}%" in out
